@@ -1,0 +1,28 @@
+# Two commands: `make test` and `make demo`. Both create .venv and install pinned dependencies first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)
+	$(BIN)/python -m reenact.demo --out out
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/landmarks.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

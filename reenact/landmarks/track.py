@@ -1,0 +1,202 @@
+"""Landmark tracking over video: detect on keyframes, fit in between, fill gaps, smooth against jitter.
+
+Between keyframes the shape predictor is re-fitted inside a box carried over from the previous frame, which
+is 20-40x cheaper than detection. The box keeps the detector's own offset/scale relative to the landmarks
+(measured at the last keyframe), because the shape predictor was trained on detector boxes, not on landmark
+bounding boxes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal
+
+import numpy as np
+
+from reenact.errors import MultipleFacesError, NoFaceError
+from reenact.landmarks.base import FaceLandmarks, LandmarkDetector, _iou
+
+
+@dataclass
+class FaceTrack:
+    """Landmarks of one face over a video.
+
+    points: (T, 68, 2) float32 pixels; boxes: (T, 4) float32 detector-style boxes; scores: (T,) float32
+    per-frame confidence (0 where the face was not found); valid: (T,) bool, False where no face was found
+    (those rows are filled by interpolation, see ``fill_missing``); fps; size: (H, W) of the frames.
+    """
+
+    points: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    valid: np.ndarray
+    fps: float = 25.0
+    size: tuple[int, int] = (0, 0)
+    filled: np.ndarray = field(default=None)  # type: ignore[assignment]  # (T,) bool: rows made up by fill_missing
+
+    def __post_init__(self):
+        if self.filled is None:
+            self.filled = np.zeros(len(self.points), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, t: int) -> FaceLandmarks:
+        return FaceLandmarks(self.points[t], self.boxes[t], float(self.scores[t]))
+
+    @property
+    def missing(self) -> np.ndarray:
+        """Indices of frames where no face was found."""
+        return np.flatnonzero(~self.valid)
+
+    def fill_missing(self) -> "FaceTrack":
+        """Linear interpolation over gaps; the first/last valid frame is held at the ends."""
+        if self.valid.all():
+            return self
+        if not self.valid.any():
+            raise NoFaceError("<track>", "no face in any frame")
+        t = np.arange(len(self))
+        good = np.flatnonzero(self.valid)
+        pts = self.points.reshape(len(self), -1).copy()
+        for c in range(pts.shape[1]):
+            pts[:, c] = np.interp(t, good, pts[good, c])
+        boxes = np.stack([np.interp(t, good, self.boxes[good, c]) for c in range(4)], 1)
+        return FaceTrack(pts.reshape(self.points.shape).astype(np.float32), boxes.astype(np.float32),
+                         self.scores.copy(), self.valid.copy(), self.fps, self.size, filled=~self.valid)
+
+    def smooth(self, min_cutoff: float = 1.0, beta: float = 0.5, d_cutoff: float = 1.0) -> "FaceTrack":
+        """One-Euro filtered copy (causal, so the same filter serves live input). Parameters are in units of the
+        face size per second, so they do not depend on the resolution."""
+        scale = float(np.median(self.boxes[:, 2] - self.boxes[:, 0])) or 1.0
+        f = OneEuroFilter(self.fps, min_cutoff, beta, d_cutoff)
+        pts = np.stack([f(p / scale) * scale for p in self.points]).astype(np.float32)
+        return FaceTrack(pts, self.boxes.copy(), self.scores.copy(), self.valid.copy(), self.fps, self.size,
+                         self.filled.copy())
+
+    def save(self, path: str | Path) -> None:
+        from reenact.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, points=self.points, boxes=self.boxes, scores=self.scores, valid=self.valid,
+                         filled=self.filled, fps=np.float64(self.fps), size=np.asarray(self.size))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FaceTrack":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["points"], z["boxes"], z["scores"], z["valid"], float(z["fps"]),
+                       tuple(int(v) for v in z["size"]), z["filled"])
+
+
+class OneEuroFilter:
+    """The One-Euro filter (Casiez et al., CHI 2012): a low-pass whose cutoff rises with speed, so slow
+    motion is smoothed hard (no jitter) and fast motion lags little. Works on arrays of any shape."""
+
+    def __init__(self, fps: float, min_cutoff: float = 1.0, beta: float = 0.5, d_cutoff: float = 1.0):
+        self.dt = 1.0 / fps
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.x = None
+        self.dx = None
+
+    def _alpha(self, cutoff):
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / self.dt)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.x is None:
+            self.x, self.dx = x, np.zeros_like(x)
+            return x
+        dx = (x - self.x) / self.dt
+        a_d = self._alpha(self.d_cutoff)
+        self.dx = a_d * dx + (1 - a_d) * self.dx
+        cutoff = self.min_cutoff + self.beta * np.abs(self.dx)
+        a = self._alpha(cutoff)
+        self.x = a * x + (1 - a) * self.x
+        return self.x
+
+
+def _detector_box_from_points(points: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Box in the detector's convention, from landmarks and the offsets ``rel`` measured at a keyframe."""
+    lo, hi = points.min(0), points.max(0)
+    size = hi - lo
+    return np.concatenate([lo + rel[:2] * size, hi + rel[2:] * size]).astype(np.float32)
+
+
+def _relative_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
+    lo, hi = points.min(0), points.max(0)
+    size = np.maximum(hi - lo, 1.0)
+    return np.concatenate([(box[:2] - lo) / size, (box[2:] - hi) / size]).astype(np.float32)
+
+
+def track_frames(frames: Iterable[np.ndarray], detector: LandmarkDetector, *, fps: float = 25.0,
+                 keyframe_interval: int = 10, multiple: Literal["error", "largest"] = "largest",
+                 smooth: bool = True, fill: bool = True, source: str = "<video>",
+                 progress=None) -> FaceTrack:
+    """Track one face through frames (RGB uint8).
+
+    Detection runs every ``keyframe_interval`` frames (and on every frame while the face is lost). With several
+    faces, ``multiple="largest"`` follows the largest face at the first detection and then the face overlapping
+    the tracked one most; ``"error"`` raises MultipleFacesError at the first frame with more than one face.
+    Frames without a face are marked invalid and, with ``fill``, interpolated (never a crash). Raises NoFaceError
+    if no frame has a face.
+    """
+    pts, boxes, scores, valid = [], [], [], []
+    rel = None  # detector-box offsets relative to the landmark box, from the last keyframe
+    prev_box = None
+    size = (0, 0)
+    for t, frame in enumerate(frames):
+        size = frame.shape[:2]
+        face = None
+        if prev_box is None or t % keyframe_interval == 0:
+            faces = detector.detect(frame)
+            if len(faces) > 1 and multiple == "error":
+                raise MultipleFacesError(f"{source} (frame {t})", len(faces))
+            if faces:
+                if prev_box is None:
+                    face = max(faces, key=lambda f: f.area)
+                else:
+                    face = max(faces, key=lambda f: _iou(f.box, prev_box))
+                    if _iou(face.box, prev_box) < 0.1:  # another person; keep tracking ours
+                        face = None
+                if face is not None:
+                    rel = _relative_box(face.points, face.box)
+        if face is None and prev_box is not None and rel is not None:
+            face = detector.refine(frame, prev_box)
+            if not _plausible(face.points, prev_box, size):
+                face = None
+        if face is None:
+            pts.append(np.zeros((68, 2), np.float32))
+            boxes.append(np.zeros(4, np.float32) if prev_box is None else prev_box)
+            scores.append(0.0)
+            valid.append(False)
+            prev_box = None  # re-detect on the next frame
+        else:
+            box = _detector_box_from_points(face.points, rel) if rel is not None else face.box
+            pts.append(face.points)
+            boxes.append(box)
+            scores.append(face.score)
+            valid.append(True)
+            prev_box = box
+        if progress is not None:
+            progress.update(1)
+    if not pts:
+        raise NoFaceError(source, "no frames to track")
+    track = FaceTrack(np.stack(pts), np.stack(boxes), np.asarray(scores, np.float32), np.asarray(valid, bool),
+                      fps, tuple(size))
+    if not track.valid.any():
+        raise NoFaceError(source, "no face found in any frame")
+    if fill:
+        track = track.fill_missing()
+    if smooth:
+        track = track.smooth()
+    return track
+
+
+def _plausible(points: np.ndarray, box: np.ndarray, size) -> bool:
+    """Reject a re-fit that collapsed or left the frame (the face was lost between keyframes)."""
+    lo, hi = points.min(0), points.max(0)
+    w = box[2] - box[0]
+    span = hi - lo
+    inside = (hi[0] > 0) and (hi[1] > 0) and (lo[0] < size[1]) and (lo[1] < size[0])
+    return bool(inside and span[0] > 0.3 * w and span[0] < 2.0 * w)
