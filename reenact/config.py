@@ -41,15 +41,77 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Network sizes (filled in by reenact.models)."""
+    """Network sizes of the embedder E, generator G and discriminator D (``reenact.models``)."""
 
-    resolution: int = 256
+    resolution: int = 256  # square image side in pixels, a power of two >= 16 (frames are resized to it)
+    base_channels: int = 64  # channels of the first (full-resolution) block; doubled at each downsampling
+    max_channels: int = 512  # cap on the channel width of any block
+    embed_dim: int = 512  # size N of the identity embedding e (and of D's per-video rows W[i])
+    num_down: int = 4  # G's downsampling blocks (256 px -> 16 px bottleneck); E and D always go down to 4 px
+    num_res: int = 4  # G's middle residual blocks with AdaIN, at the bottleneck resolution
+    attention_res: int = 32  # self-attention in the downsampling paths (E, D, G encoder) at this side (0: none)
+    attention_res_up: int = 64  # self-attention in G's upsampling path at this side (0: none)
+    spectral_norm: bool = True  # spectral normalisation of every conv / linear layer (paper: all networks)
+    generator: str = "base"  # generator variant picked by ``build_generator``: "base" (paper); "warp" later
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (Zakharov et al. 2019 values where the paper gives them) and the content-loss backbones."""
+
+    adv_weight: float = 1.0  # hinge adversarial term of G
+    fm_weight: float = 10.0  # feature matching on D's residual-block activations (paper: 10)
+    mch_weight: float = 80.0  # embedding match |W[i] - e_i|_1 (paper: 80)
+    content: list[str] = field(default_factory=lambda: ["pyramid"])  # any of "pyramid", "vgg19", "vggface"
+    pyramid_weight: float = 10.0  # multi-scale L1 (offline default, needs no weights)
+    pyramid_levels: int = 4  # scales of the Gaussian pyramid
+    ssim_weight: float = 1.0  # (1 - SSIM) term of the offline default
+    vgg19_weight: float = 0.15  # paper: 1.5e-1
+    vgg19_path: str = ""  # local VGG19 ImageNet weights (.safetensors / .pth, torchvision key layout)
+    vggface_weight: float = 0.025  # paper: 2.5e-2
+    vggface_path: str = ""  # local VGGFace (VGG16 layout) weights, Caffe-style BGR 0-255 input
+
+
+@dataclass
+class TrainConfig:
+    """Meta-learning (stage 1) trainer settings; only ``meta_learning.trainer`` reads these."""
+
+    out_dir: str = "runs/default"  # checkpoints/, samples/, metrics.jsonl go here
+    seed: int = 0  # every step's randomness derives from (seed, step, rank): exact resume
+    steps: int = 100_000  # total optimisation steps (G/E updates)
+    batch_size: int = 8  # episodes per process per step (global batch = batch_size * world size)
+    lr_g: float = 5e-5  # Adam lr of E and G (paper: 5e-5)
+    lr_d: float = 2e-4  # Adam lr of D (paper: 2e-4, two-time-scale)
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])  # Adam betas (SAGAN / TTUR convention)
+    d_steps: int = 1  # D updates per G/E update on the same batch (paper: 2)
+    grad_clip: float = 0.0  # max global grad norm per network (0: no clipping)
+    amp: str = "auto"  # "auto" (bf16 autocast on CUDA, off on CPU), "bf16" or "off"
+    channels_last: bool = True  # NHWC memory format on CUDA (faster convs with bf16)
+    compile: bool = False  # torch.compile E, G and D
+    deterministic: bool = False  # cudnn deterministic kernels (exact GPU resume, slower)
+    ema: float = 0.0  # EMA decay of E and G weights for samples / validation / export (0: no EMA)
+    augment: bool = True  # apply data.augment on the device
+    checkpoint_every: int = 1000  # steps between checkpoints (also written at the last step)
+    keep_checkpoints: int = 3  # newest checkpoints kept (0: keep all)
+    state_dtype: str = "float32"  # "float32" (exact resume) or "bfloat16" (compact, approximate resume)
+    resume: str = "auto"  # "auto": out_dir's latest checkpoint if any; "none"; or a checkpoint path
+    log_every: int = 50  # steps between metrics.jsonl lines / progress-bar updates of averaged losses
+    sample_every: int = 1000  # steps between sample grids (PNG under out_dir/samples)
+    val_every: int = 1000  # steps between validation passes on held-out identities (0: never)
+    val_episodes: int = 16  # validation episodes (fixed seeds, so values are comparable over time)
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    progress: bool = True  # tqdm progress bar on rank 0
+    wandb: bool = False  # log to Weights & Biases if the package is installed
+    wandb_mode: str = "offline"  # wandb.init mode: "offline" (default), "online" or "disabled"
+    wandb_project: str = "reenact"
 
 
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def presets() -> list[str]:

@@ -8,6 +8,7 @@ frame in crop coordinates. Workers run in parallel; a rerun skips finished (and 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import tempfile
 import time
@@ -214,7 +215,10 @@ def prepare_dataset(src: str | Path, out: str | Path, opts: PrepareOptions = Pre
     writer = _ShardWriter(out)
     bar = tqdm(total=len(todo), desc="prepare", unit="clip", disable=not progress)
     try:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(opts.backend,)) as pool, \
+        # spawn, not fork: forking a process that already runs decoder/BLAS threads can deadlock the child.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(opts.backend,)) as pool, \
                 open(report_path, "a") as report:
             futures = [pool.submit(_run_one, (c[0], c[3], opts)) for c in todo]
             for fut in as_completed(futures):

@@ -34,8 +34,10 @@ class FaceLandmarks:
 
     @property
     def area(self) -> float:
-        x0, y0, x1, y1 = self.box
-        return float(max(0.0, x1 - x0) * max(0.0, y1 - y0))
+        """Area of the landmarks' bounding box: a finer size measure than a detector box, whose sizes come in
+        the steps of the detector's image pyramid."""
+        span = self.points.max(0) - self.points.min(0)
+        return float(span[0] * span[1])
 
     @classmethod
     def from_points(cls, points: np.ndarray, score: float = 1.0) -> "FaceLandmarks":

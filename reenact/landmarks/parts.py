@@ -16,7 +16,7 @@ PARTS: dict[str, tuple[tuple[int, ...], bool, tuple[int, int, int]]] = {
     "right_brow": (tuple(range(17, 22)), False, (255, 128, 0)),
     "left_brow": (tuple(range(22, 27)), False, (255, 255, 0)),
     "nose_bridge": (tuple(range(27, 31)), False, (0, 0, 255)),
-    "nostrils": (tuple(range(30, 36)), False, (0, 128, 255)),
+    "nostrils": (tuple(range(31, 36)), False, (0, 128, 255)),  # 31-35; the bridge ends at the tip, 30
     "right_eye": (tuple(range(36, 42)), True, (0, 255, 0)),
     "left_eye": (tuple(range(42, 48)), True, (0, 255, 128)),
     "outer_lips": (tuple(range(48, 60)), True, (255, 0, 0)),

@@ -1,0 +1,5 @@
+import sys
+
+from meta_learning.train import main
+
+sys.exit(main())

@@ -1,0 +1,275 @@
+"""Checkpoints: safetensors for every tensor, JSON for scalars, YAML for the config. Loading never unpickles.
+
+Layout of one checkpoint directory (written to ``<name>.tmp-*`` then renamed, so it appears whole or not at all)::
+
+    config.yaml                     resolved config
+    meta.json                       step, versions, RNG states of python/numpy, optimiser hyper-parameters, ...
+    model.safetensors               module weights, keys "<module>.<param>" (e.g. "G.P.weight")
+    train_state.safetensors         optional: optimiser state tensors, torch/CUDA RNG states (uint8)
+
+Any safetensors file above ``MAX_FILE_BYTES`` (15 MiB: our transfer limit is 16 MiB per file) is written as
+shards ``<stem>-00001-of-0000N.safetensors`` plus ``<stem>.index.json`` (which file holds which key; tensors
+larger than the limit are split along their flattened storage into ``<key>@@<j>`` parts).
+
+``state_dtype="bfloat16"`` stores floating tensors of more than one element in bfloat16 (half the size;
+resuming is then approximate); they are cast back to the module's dtype on load.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reenact.errors import CheckpointError
+
+MAX_FILE_BYTES = 15 * 1024 * 1024
+LATEST = "latest"
+_SPLIT = "@@"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        _write_text(Path(tmp), text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _to_cpu(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    t = t.detach()
+    if dtype is not None and t.is_floating_point() and t.numel() > 1:
+        t = t.to(dtype)
+    t = t.cpu() if t.device.type != "cpu" else t.clone()
+    return t.contiguous()
+
+
+def save_tensors(folder: Path, stem: str, tensors: dict[str, torch.Tensor], max_bytes: int = MAX_FILE_BYTES) -> list[str]:
+    """Write ``tensors`` as ``<stem>.safetensors`` or as shards + ``<stem>.index.json``; returns file names."""
+    from safetensors.torch import save_file
+
+    pieces: dict[str, torch.Tensor] = {}
+    splits: dict[str, dict[str, Any]] = {}
+    for name, t in tensors.items():
+        if _SPLIT in name:
+            raise ValueError(f"tensor name {name!r} contains {_SPLIT!r}")
+        nbytes = t.numel() * t.element_size()
+        if nbytes <= max_bytes:
+            pieces[name] = t
+            continue
+        flat = t.reshape(-1)
+        per = max(max_bytes // t.element_size(), 1)
+        keys = []
+        for j, start in enumerate(range(0, flat.numel(), per)):
+            key = f"{name}{_SPLIT}{j}"
+            pieces[key] = flat[start:start + per].clone()
+            keys.append(key)
+        splits[name] = {"shape": list(t.shape), "parts": keys}
+    total = sum(t.numel() * t.element_size() for t in pieces.values())
+    if total <= max_bytes and not splits:
+        save_file(pieces, str(folder / f"{stem}.safetensors"))
+        return [f"{stem}.safetensors"]
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, t in pieces.items():
+        n = t.numel() * t.element_size()
+        if groups[-1] and size + n > max_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][key] = t
+        size += n
+    files, weight_map = [], {}
+    for i, group in enumerate(groups):
+        fname = f"{stem}-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        save_file(group, str(folder / fname))
+        files.append(fname)
+        weight_map.update({k: fname for k in group})
+    _write_text(folder / f"{stem}.index.json", json.dumps({"weight_map": weight_map, "splits": splits}, indent=1))
+    return files + [f"{stem}.index.json"]
+
+
+def load_tensors(folder: Path, stem: str) -> dict[str, torch.Tensor] | None:
+    """Inverse of :func:`save_tensors`; ``None`` if neither the file nor an index exists."""
+    from safetensors.torch import load_file
+
+    single, index = folder / f"{stem}.safetensors", folder / f"{stem}.index.json"
+    try:
+        if single.exists():
+            return load_file(str(single))
+        if not index.exists():
+            return None
+        spec = json.loads(index.read_text())
+        pieces: dict[str, torch.Tensor] = {}
+        for fname in sorted(set(spec["weight_map"].values())):
+            path = folder / fname
+            if not path.exists():
+                raise CheckpointError(f"{path}: shard listed in {index.name} is missing")
+            pieces.update(load_file(str(path)))
+    except CheckpointError:
+        raise
+    except Exception as exc:  # corrupt / truncated files
+        raise CheckpointError(f"{folder}: cannot read {stem} tensors: {exc}") from None
+    for name, s in spec.get("splits", {}).items():
+        pieces[name] = torch.cat([pieces.pop(k) for k in s["parts"]]).view(s["shape"])
+    return pieces
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint. ``weights[module][param] -> tensor``; ``config``: the saved Config (omegaconf);
+    ``meta``: JSON scalars (``step`` ...); ``train_state``: flat tensors (optimisers, RNG) or ``None``."""
+
+    path: Path
+    weights: dict[str, dict[str, torch.Tensor]]
+    config: Any
+    meta: dict[str, Any]
+    train_state: dict[str, torch.Tensor] | None = None
+    modules: list[str] = field(default_factory=list)
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+    def load_into(self, modules: dict[str, nn.Module], strict: bool = True) -> None:
+        """Copy weights into ``modules`` (by name), casting to each parameter's dtype."""
+        for name, module in modules.items():
+            if name not in self.weights:
+                raise CheckpointError(f"{self.path}: no weights for module {name!r} (has: {', '.join(self.weights)})")
+            target = module.state_dict()
+            sd = {k: v.to(target[k].dtype) if k in target else v for k, v in self.weights[name].items()}
+            try:
+                module.load_state_dict(sd, strict=strict)
+            except RuntimeError as exc:
+                raise CheckpointError(f"{self.path}: weights of {name!r} do not fit the model "
+                                      f"(different config?): {exc}") from None
+
+
+def save_checkpoint(path: str | Path, modules: dict[str, nn.Module], config: Any, meta: dict[str, Any],
+                    train_state: dict[str, torch.Tensor] | None = None, state_dtype: str = "float32") -> Path:
+    """Write a checkpoint directory at ``path`` atomically (replacing an existing one) and return it."""
+    from reenact.config import to_yaml
+
+    if state_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"state_dtype must be 'float32' or 'bfloat16', got {state_dtype!r}")
+    dtype = torch.bfloat16 if state_dtype == "bfloat16" else None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        weights = {f"{m}.{k}": _to_cpu(v, dtype) for m, mod in modules.items() for k, v in mod.state_dict().items()}
+        save_tensors(tmp, "model", weights)
+        if train_state:
+            save_tensors(tmp, "train_state", {k: _to_cpu(v, dtype) for k, v in train_state.items()})
+        meta = dict(meta)
+        meta.setdefault("versions", versions())
+        meta["modules"] = list(modules)
+        meta["state_dtype"] = state_dtype
+        meta["saved_at"] = time.time()
+        _write_text(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True))
+        _write_text(tmp / "config.yaml", to_yaml(config) if config is not None else "{}\n")
+        _fsync_dir(tmp)
+        if path.exists():  # re-saving a step: move the old one aside first (rename is atomic, rmtree is not)
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from itself, a ``checkpoints`` folder or a run folder (via ``latest``)."""
+    path = Path(path)
+    for cand in (path, path / "checkpoints"):
+        if (cand / "meta.json").exists():
+            return cand
+        if (cand / LATEST).exists():
+            target = cand / (cand / LATEST).read_text().strip()
+            if (target / "meta.json").exists():
+                return target
+            raise CheckpointError(f"{cand / LATEST}: points to {target.name}, which is missing or incomplete")
+    raise CheckpointError(f"{path}: no checkpoint here (expected meta.json, or a '{LATEST}' pointer file)")
+
+
+def load_checkpoint(path: str | Path, train_state: bool = True) -> Checkpoint:
+    """Read a checkpoint (directory, ``checkpoints`` folder or run folder). Only safetensors, JSON and YAML are
+    parsed: nothing is unpickled."""
+    from reenact.config import from_yaml
+
+    path = resolve_checkpoint(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path / 'meta.json'}: unreadable ({exc})") from None
+    flat = load_tensors(path, "model")
+    if flat is None:
+        raise CheckpointError(f"{path}: no model.safetensors (or model.index.json)")
+    weights: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in flat.items():
+        module, _, name = key.partition(".")
+        weights.setdefault(module, {})[name] = t
+    cfg_path = path / "config.yaml"
+    config = from_yaml(cfg_path.read_text()) if cfg_path.exists() else None
+    state = load_tensors(path, "train_state") if train_state else None
+    return Checkpoint(path=path, weights=weights, config=config, meta=meta, train_state=state,
+                      modules=list(meta.get("modules", weights)))
+
+
+def versions() -> dict[str, str | None]:
+    import reenact
+
+    return {"reenact": reenact.__version__, "torch": torch.__version__, "cuda": torch.version.cuda}
+
+
+def write_latest(folder: str | Path, name: str) -> None:
+    atomic_write_text(Path(folder) / LATEST, name + "\n")
+
+
+def prune_checkpoints(folder: str | Path, keep: int, prefix: str = "step_") -> None:
+    """Delete all but the newest ``keep`` checkpoint directories (never the one ``latest`` names)."""
+    folder = Path(folder)
+    if keep <= 0 or not folder.exists():
+        return
+    latest = (folder / LATEST).read_text().strip() if (folder / LATEST).exists() else None
+    dirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(prefix))
+    for p in dirs[:-keep]:
+        if p.name != latest:
+            shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,31 @@
+"""Networks of Zakharov et al. 2019: embedder E, generator G, projection discriminator D (pure nn.Modules)."""
+from __future__ import annotations
+
+from torch import nn
+
+from reenact.models.discriminator import Discriminator
+from reenact.models.embedder import Embedder
+from reenact.models.generator import Generator
+
+__all__ = ["Embedder", "Generator", "Discriminator", "build_embedder", "build_generator",
+           "build_discriminator", "count_params"]
+
+
+def build_embedder(cfg) -> Embedder:
+    """``cfg``: a ModelConfig."""
+    return Embedder(cfg)
+
+
+def build_generator(cfg) -> nn.Module:
+    """The generator variant named by ``cfg.generator`` ("base"; "warp" is planned)."""
+    if cfg.generator == "base":
+        return Generator(cfg)
+    raise ValueError(f"model.generator={cfg.generator!r} is not available (known: 'base')")
+
+
+def build_discriminator(cfg, num_videos: int) -> Discriminator:
+    return Discriminator(cfg, num_videos)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,80 @@
+"""Generator G: target landmark image + identity embedding -> RGB frame (Zakharov et al. 2019).
+
+Encoder of the landmark image (residual downsampling blocks with instance norm), residual middle blocks and
+upsampling blocks whose instance-norm affine parameters are person-specific: ``psi = P e`` (AdaIN).
+Fine-tuning (stage 2) can optimise ``psi`` directly through :meth:`Generator.forward_psi`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reenact.models.blocks import (AdaIN, ResBlockAdaIN, ResBlockDown, ResBlockUp, SelfAttention, channels,
+                                   conv, linear, log2_int)
+
+
+class Generator(nn.Module):
+    """``forward(lmk (B, 3, H, W) in [-1, 1], e (B, D)) -> image (B, 3, H, W) in [-1, 1]`` (tanh)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        s = cfg.spectral_norm
+        n = cfg.num_down
+        if n < 1 or log2_int(cfg.resolution, "model.resolution") - n < 2:
+            raise ValueError(f"model.num_down={n} does not fit resolution {cfg.resolution}")
+        widths = channels(cfg.base_channels, cfg.max_channels, n)
+        self.down = nn.ModuleList()
+        self.attn_down_after = -1
+        cin, res = 3, cfg.resolution
+        for i, cout in enumerate(widths):
+            self.down.append(ResBlockDown(cin, cout, s, norm=True, first=(i == 0)))
+            cin, res = cout, res // 2
+            if res == cfg.attention_res:
+                self.attn_down_after = i
+        self.attn_down = SelfAttention(widths[self.attn_down_after], s) if self.attn_down_after >= 0 else None
+        self.middle = nn.ModuleList(ResBlockAdaIN(cin, s) for _ in range(cfg.num_res))
+        self.up = nn.ModuleList()
+        self.attn_up_after = -1
+        outs = widths[-2::-1] + [widths[0]]  # mirror of the encoder, ending at base width
+        for i, cout in enumerate(outs):
+            self.up.append(ResBlockUp(cin, cout, s))
+            cin, res = cout, res * 2
+            if res == cfg.attention_res_up:
+                self.attn_up_after = i
+        self.attn_up = SelfAttention(outs[self.attn_up_after], s) if self.attn_up_after >= 0 else None
+        self.out_norm = AdaIN(cin)
+        self.out_conv = conv(cin, 3, 3, s)
+        self.sizes = [b.num_params for b in self.middle] + [b.num_params for b in self.up] + [self.out_norm.num_params]
+        self.num_adain_params = sum(self.sizes)
+        # P: the projection matrix of the paper (no bias). Spectral norm bounds |psi| <= |e| at the start.
+        self.P = linear(cfg.embed_dim, self.num_adain_params, s, bias=False)
+        self.embed_dim = cfg.embed_dim
+
+    def adain_params(self, e: torch.Tensor) -> torch.Tensor:
+        """``e (B, D) -> psi (B, num_adain_params)``."""
+        return self.P(e.float()).float()
+
+    def forward(self, lmk: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return self.forward_psi(lmk, self.adain_params(e))
+
+    def forward_psi(self, lmk: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        """``lmk (B, 3, H, W)``, ``psi (B, num_adain_params)`` (or (1, n), broadcast) -> image (B, 3, H, W)."""
+        if psi.shape[-1] != self.num_adain_params:
+            raise ValueError(f"psi has {psi.shape[-1]} values, generator expects {self.num_adain_params}")
+        if psi.shape[0] != lmk.shape[0]:
+            psi = psi.expand(lmk.shape[0], -1)
+        parts = list(psi.split(self.sizes, dim=1))
+        x = lmk
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i == self.attn_down_after:
+                x = self.attn_down(x)
+        for block in self.middle:
+            x = block(x, parts.pop(0))
+        for i, block in enumerate(self.up):
+            x = block(x, parts.pop(0))
+            if i == self.attn_up_after:
+                x = self.attn_up(x)
+        x = self.out_conv(F.relu(self.out_norm(x, parts.pop(0))))
+        return torch.tanh(x.float())
