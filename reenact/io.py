@@ -582,8 +582,9 @@ class VideoWriter:
     """
 
     def __init__(self, path: PathLike, fps: float | Fraction, *, crf: int = 18, audio=None,
-                 audio_rate: int = 16000, preset: str = "medium"):
+                 audio_rate: int = 16000, preset: str = "medium", audio_bitrate: int = 96_000):
         self.path = Path(path)
+        self.audio_bitrate = int(audio_bitrate)
         self.rate = _as_fraction(fps)
         if not 0 <= crf <= 51:
             raise ValueError(f"crf must be in [0, 51], got {crf}")
@@ -633,7 +634,7 @@ class VideoWriter:
             if self.audio is not None:
                 a = self._container.add_stream("aac", rate=self.audio_rate)
                 a.layout = "mono"
-                a.bit_rate = 96_000
+                a.bit_rate = self.audio_bitrate
                 a.codec_context.time_base = Fraction(1, self.audio_rate)
                 self._astream = a
         except BaseException as e:

@@ -111,7 +111,9 @@ def prepare_clip(path: Path, opts: PrepareOptions, detector=None) -> tuple[bytes
     frame_ids = np.arange(0, n, opts.frame_step)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "crops.mp4"
-        with io.VideoWriter(out, info.fps / opts.frame_step, crf=opts.crf, audio=audio, audio_rate=16000) as w:
+        # 32 kb/s AAC is ample for 16 kHz mono speech and keeps the set small enough to ship to a GPU machine.
+        with io.VideoWriter(out, info.fps / opts.frame_step, crf=opts.crf, audio=audio, audio_rate=16000,
+                            audio_bitrate=32_000) as w:
             for t, frame in enumerate(io.read_frames(path, max_frames=n)):
                 if t % opts.frame_step == 0:
                     w.write(crop_image(frame, mats[t], opts.size))
