@@ -66,12 +66,17 @@ class LandmarkDetector(ABC):
         return max(faces, key=lambda f: _iou(f.box, box))
 
     def detect_one(self, image: np.ndarray, multiple: Multiple = "error",
-                   source: str = "<image>") -> FaceLandmarks:
+                   source: str = "<image>", min_secondary_score: float = 0.3) -> FaceLandmarks:
         """Exactly one face: ``NoFaceError`` if none, ``MultipleFacesError`` if several (unless
-        ``multiple='largest'``)."""
+        ``multiple='largest'``). Weak detections (score below ``min_secondary_score``) beside a confident one are
+        not counted as faces: they are mostly patterns such as badges or prints (seen on scikit-image's
+        astronaut), and refusing the photo for them would be wrong."""
         faces = self.detect(image)
         if not faces:
             raise NoFaceError(source)
+        best = max(f.score for f in faces)
+        if best >= min_secondary_score:
+            faces = [f for f in faces if f.score >= min_secondary_score]
         if len(faces) > 1:
             if multiple == "largest":
                 return max(faces, key=lambda f: f.area)
