@@ -338,12 +338,17 @@ def _iter_av(av, container, stream, path: Path, start: int, step: int,
         except av.error.FFmpegError as e:
             raise MediaError(path, f"truncated or corrupt video: decoding failed after {decoded} of "
                                    f"{declared or '?'} frames ({e})") from e
-        if decoded == 0:
-            raise MediaError(path, "no decodable video frames")
-        if _too_short(decoded, declared):
-            raise MediaError(path, f"truncated video: decoded {decoded} frames, the container declares {declared}")
+        _check_decoded(path, decoded, declared, "no decodable video frames")
     finally:
         container.close()
+
+
+def _check_decoded(path: Path, decoded: int, declared: int, empty: str) -> None:
+    """Raise when nothing, or far fewer frames than the container declares, could be decoded."""
+    if decoded == 0:
+        raise MediaError(path, empty)
+    if _too_short(decoded, declared):
+        raise MediaError(path, f"truncated video: decoded {decoded} frames, the container declares {declared}")
 
 
 def _cv2_open(path: Path):
@@ -404,10 +409,7 @@ def _iter_cv2(cv2, cap, path: Path, start: int, step: int, max_frames: int | Non
             out += 1
             if max_frames is not None and out >= max_frames:
                 return
-        if decoded == 0:
-            raise MediaError(path, "no decodable video frames (audio-only or not a video)")
-        if _too_short(decoded, declared):
-            raise MediaError(path, f"truncated video: decoded {decoded} frames, the container declares {declared}")
+        _check_decoded(path, decoded, declared, "no decodable video frames (audio-only or not a video)")
     finally:
         cap.release()
 
