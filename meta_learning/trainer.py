@@ -92,15 +92,25 @@ class EpisodeSampler(Sampler):
 
 class EmbedderGenerator(nn.Module):
     """E and G as one module (one DDP unit for the G/E update):
-    ``forward(src (B,K,3,H,W), src_lmk (B,K,3,H,W), tgt_lmk (B,3,H,W)) -> (fake (B,3,H,W), e_mean (B,D))``."""
+    ``forward(src (B,K,3,H,W), src_lmk (B,K,3,H,W), tgt_lmk (B,3,H,W), points (B,K+1,68,2))
+    -> (fake (B,3,H,W), e_mean (B,D))``. The warp-guided G also reads the K source frames and the points."""
 
     def __init__(self, E: nn.Module, G: nn.Module):
         super().__init__()
         self.E, self.G = E, G
 
-    def forward(self, src, src_lmk, tgt_lmk):
+    def forward(self, src, src_lmk, tgt_lmk, points=None):
         e_mean, _ = self.E(src, src_lmk)
-        return self.G(tgt_lmk, e_mean), e_mean
+        return generate(self.G, tgt_lmk, e_mean, src, points), e_mean
+
+
+def generate(G: nn.Module, tgt_lmk: torch.Tensor, e: torch.Tensor, src: torch.Tensor,
+             points: torch.Tensor | None) -> torch.Tensor:
+    """G on one episode batch; ``points`` (B, K+1, 68, 2): K source shots then the target."""
+    if not getattr(G, "needs_sources", False):
+        return G(tgt_lmk, e)
+    K = src.shape[1]
+    return G(tgt_lmk, e, src=src, src_points=points[:, :K], tgt_points=points[:, K])
 
 
 def _state_to_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -243,6 +253,7 @@ class Trainer:
             scale = torch.tensor([self.R / w, self.R / h], device=dev)
             points = (points + 0.5) * scale - 0.5  # pixel centres stay pixel centres
         lmk = self.rasterize(points, self.R) * 2 - 1
+        self._points = points  # the warp-guided G reads them (see ``generate``)
         return frames, lmk, vid
 
     def _check_finite(self, terms: dict[str, torch.Tensor], step: int, phase: str) -> dict[str, float]:
@@ -287,7 +298,7 @@ class Trainer:
         # --- G/E update (D frozen; W detached: its side of L_MCH is applied in the D update)
         self.D.requires_grad_(False)
         with self._autocast():
-            fake, e_mean = self._eg(src, src_l, tgt_l)
+            fake, e_mean = self._eg(src, src_l, tgt_l, self._points)
             w_i = self.D.W(vid).detach()
             scores, feats = self._D_fast(torch.cat([tgt, fake]), torch.cat([tgt_l, tgt_l]),
                                          w=torch.cat([w_i, w_i]))
@@ -427,7 +438,7 @@ class Trainer:
             frames, lmk, _ = self.prepare(default_collate([ds[it] for it in chunk]), 0, augment=False)
             with self._autocast():
                 e, _ = E(frames[:, :self.K], lmk[:, :self.K])
-                fake = G(self._to_net(lmk[:, self.K]), e)
+                fake = generate(G, self._to_net(lmk[:, self.K]), e, frames[:, :self.K], self._points)
                 tgt = frames[:, self.K]
                 terms = self.content(fake, tgt)
             sums["l1"] += float((fake.float() - tgt.float()).abs().mean()) * len(chunk)

@@ -22,12 +22,17 @@ _LAZY = {
     "MultipleFacesError": "reenact.errors",
     "InputError": "reenact.errors",
     "ReenactError": "reenact.errors",
+    "CheckpointError": "reenact.errors",
+    "Reenactor": "reenact.api",
+    "Avatar": "finetune.avatar",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from reenact.errors import InputError, MultipleFacesError, NoFaceError, ReenactError
+    from finetune.avatar import Avatar
+    from reenact.api import Reenactor
+    from reenact.errors import CheckpointError, InputError, MultipleFacesError, NoFaceError, ReenactError
     from reenact.landmarks.base import FaceLandmarks
     from reenact.landmarks.track import FaceTrack
 

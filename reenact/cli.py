@@ -67,6 +67,92 @@ def _cmd_train(a):
     train_main(a.args)
 
 
+def _cmd_finetune(a):
+    from reenact.api import Reenactor
+
+    r = Reenactor.load(a.checkpoint, device=a.device)
+    lmks = None
+    if a.landmarks:
+        lmks = [None if f == "-" else f for f in a.landmarks]
+    avatar = r.personalize(a.images, steps=a.steps, landmarks=lmks, multiple="largest" if a.largest else "error",
+                           progress=not a.no_progress, seed=a.seed, lr_g=a.lr_g, lr_d=a.lr_d,
+                           batch_size=a.batch_size, g_encoding=a.encoding)
+    out = avatar.save(a.output)
+    print(f"{avatar} -> {out} ({out.stat().st_size} bytes)")
+
+
+def _read_track_points(path: Path):
+    """(T, 68, 2) float32 landmarks from a .npy ((T, 68, 2) or (68, 2)) or a FaceTrack .npz."""
+    import numpy as np
+
+    from reenact.errors import InputError
+
+    if not path.is_file():
+        raise InputError(path, "landmarks file not found")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if "points" not in data:
+                    raise InputError(path, f"no 'points' array in the .npz (has: {', '.join(data.files)})")
+                pts = data["points"]
+        else:
+            pts = data
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(path, f"not a readable .npy/.npz landmarks file ({e})") from None
+    if pts.shape == (68, 2):
+        pts = pts[None]
+    if pts.ndim != 3 or pts.shape[1:] != (68, 2) or len(pts) == 0:
+        raise InputError(path, f"landmarks must be (T, 68, 2) (x, y) pixels, got {pts.shape}")
+    pts = pts.astype(np.float32)
+    if not np.isfinite(pts).all():
+        raise InputError(path, "landmarks contain NaN or infinite values")
+    return pts
+
+
+def _cmd_render(a):
+    from tqdm.auto import tqdm
+
+    from reenact import io
+    from reenact.api import open_avatar
+    from reenact.errors import InputError
+
+    pts = _read_track_points(Path(a.landmarks))
+    avatar = open_avatar(a.avatar, a.checkpoint, device=a.device)
+    into = None
+    if a.full:
+        if not 0 <= a.shot < avatar.shots:
+            raise InputError(a.avatar, f"--shot {a.shot}: the avatar has {avatar.shots} source image(s)")
+        src = Path(a.source) if a.source else Path(avatar.sources[a.shot].name)
+        if not src.is_file():
+            raise InputError(a.avatar, f"--full needs the source image, and {src} is not a file",
+                             "pass it with --source IMAGE")
+        into = io.read_image(src)
+    chunk = 32
+    with io.VideoWriter(a.output, a.fps, crf=a.crf) as w, \
+            tqdm(total=len(pts), desc="rendering", unit="frame", disable=a.no_progress) as bar:
+        for i in range(0, len(pts), chunk):
+            part = pts[i:i + chunk]
+            frames = avatar.render_full_batch(part, into, a.shot) if a.full else avatar.render_batch(part)
+            for f in frames:
+                w.write(f)
+            bar.update(len(part))
+    print(f"{len(pts)} frames -> {a.output}")
+
+
+def _cmd_eval(a):
+    from reenact.metrics.evaluate import EvalOptions, results_markdown, run_eval
+
+    opts = EvalOptions(protocol=a.protocol, methods=tuple(m.strip() for m in a.method.split(",") if m.strip()),
+                       shots=tuple(int(k) for k in a.shots.split(",") if k.strip()), ft_steps=a.ft_steps,
+                       checkpoint=a.checkpoint, clips=a.clips, frames_per_clip=a.frames_per_clip, split=a.split,
+                       seed=a.seed, device=a.device, warp_kind=a.warp_kind, fid_weights=a.fid_weights,
+                       grid_rows=a.grid_rows)
+    rep = run_eval(a.data, a.out, opts)
+    print(results_markdown(rep.results))
+    print(f"wrote {', '.join(str(f) for f in rep.files)} in {rep.seconds:.0f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from reenact import __version__
 
@@ -106,6 +192,68 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Options: --preset NAME then dotted overrides, e.g. data.root=DIR train.steps=1000")
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("finetune", help="personalise a model to a person from 1..K images (an avatar file)",
+                       description="Few-shot personalisation (Zakharov et al. 2019, stage 2): detect and crop the "
+                                   "face in each image, embed them, fine-tune for --steps (0: feed-forward), "
+                                   "save a small .safetensors avatar.")
+    s.add_argument("images", nargs="+", help="images of one person (photos, paintings, drawings)")
+    s.add_argument("-o", "--output", required=True, help="avatar file to write (.safetensors)")
+    s.add_argument("--checkpoint", help="meta-learned checkpoint (run folder, checkpoints folder or step folder; "
+                                        "default: the bundled model)")
+    s.add_argument("--steps", type=int, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--landmarks", nargs="+", metavar="F.npy",
+                   help="a (68, 2) landmarks .npy per image, '-' to detect that one (for faces the detector misses)")
+    s.add_argument("--largest", action="store_true", help="with several faces in an image, take the largest")
+    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=4, help="augmented shots per step (default 4)")
+    s.add_argument("--lr-g", type=float, default=None, help="generator learning rate (default: the model's)")
+    s.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (default: the model's)")
+    s.add_argument("--encoding", default="delta-int8", choices=["delta-int8", "delta-fp16", "fp16"],
+                   help="storage of the fine-tuned generator (default delta-int8, the smallest)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_finetune)
+
+    s = sub.add_parser("render", help="render an avatar from a landmark sequence to a video",
+                       description="LANDMARKS: (T, 68, 2) .npy (or a track .npz from `reenact landmarks`) in crop "
+                                   "pixels, or with --full in the source image's pixels (the face is then pasted "
+                                   "back into the source image).")
+    s.add_argument("avatar", help="avatar file from `reenact finetune`")
+    s.add_argument("landmarks", help="(T, 68, 2) landmarks .npy / track .npz")
+    s.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
+    s.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
+    s.add_argument("--full", action="store_true", help="full-image coordinates; paste back into the source image")
+    s.add_argument("--source", help="with --full: the source image (default: the path recorded in the avatar)")
+    s.add_argument("--shot", type=int, default=0, help="with --full: which source image (default 0)")
+    s.add_argument("--checkpoint", help="base model (default: the one recorded in the avatar, else the bundled one)")
+    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_render)
+
+    s = sub.add_parser("eval", help="evaluate methods by self- or cross-reenactment on a prepared dataset",
+                       description="Self: render later frames of held-out clips from their own landmarks and "
+                                   "compare with the real frames. Cross: drive one person with another's motion. "
+                                   "Writes results.json, results.md and grid images to --out.")
+    s.add_argument("--protocol", choices=["self", "cross"], default="self")
+    s.add_argument("--data", required=True, help="prepared dataset folder (from `reenact prepare`)")
+    s.add_argument("--method", default="static,warp", help="comma list of static, warp, model (default static,warp)")
+    s.add_argument("--checkpoint", help="meta-learned checkpoint for --method model")
+    s.add_argument("--shots", default="1,8", help="comma list of K source frames (default 1,8)")
+    s.add_argument("--ft-steps", type=int, default=0, help="fine-tuning steps for the model (0: feed-forward)")
+    s.add_argument("--clips", type=int, default=None, help="at most this many clips (seeded random subset)")
+    s.add_argument("--frames-per-clip", type=int, default=8, help="target frames per clip (default 8)")
+    s.add_argument("--split", choices=["val", "train", "all"], default="val",
+                   help="clips of the held-out identities (val, default), the others, or all")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the warp and the model")
+    s.add_argument("--warp-kind", choices=["pa", "tps"], default="pa",
+                   help="warp method's interpolation: piecewise-affine (default) or thin-plate spline")
+    s.add_argument("--fid-weights", help="local Inception-v3 weights for FID (otherwise FID is unavailable)")
+    s.add_argument("--grid-rows", type=int, default=8, help="target frames shown in the grid images")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=_cmd_eval)
     return p
 
 

@@ -75,3 +75,33 @@ def prepared_dir(tmp_path_factory, data_dir) -> Path:
                           workers=2, progress=False)
     assert rep.done == 3, rep.skipped
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, prepared_dir) -> Path:
+    """A briefly meta-learned `tiny` model (60 CPU steps on ``prepared_dir``, a few seconds): the checkpoint
+    directory. For plumbing tests of stage 2 and inference, not for quality."""
+    return _train_tiny(tmp_path_factory, prepared_dir, "base")
+
+
+@pytest.fixture(scope="session")
+def tiny_warp_checkpoint(tmp_path_factory, prepared_dir) -> Path:
+    """As ``tiny_checkpoint``, with the warp-guided generator."""
+    return _train_tiny(tmp_path_factory, prepared_dir, "warp")
+
+
+def _train_tiny(tmp_path_factory, prepared_dir, generator: str) -> Path:
+    from meta_learning.train import train
+    from reenact.config import load_config
+
+    out = tmp_path_factory.mktemp(f"tiny_run_{generator}")
+    steps = 60
+    cfg = load_config("tiny", [f"data.root={prepared_dir}", f"train.out_dir={out}", f"train.steps={steps}",
+                               "data.val_fraction=0", "train.device=cpu", "train.progress=false",
+                               "train.val_every=0", "train.sample_every=0", f"train.checkpoint_every={steps}",
+                               "train.log_every=20", "train.resume=none", "train.lr_g=5e-4", "train.lr_d=5e-4",
+                               f"model.generator={generator}"])
+    train(cfg)
+    path = out / "checkpoints" / f"step_{steps:07d}"
+    assert (path / "model.safetensors").exists(), f"no checkpoint written at {path}"
+    return path

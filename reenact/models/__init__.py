@@ -6,8 +6,9 @@ from torch import nn
 from reenact.models.discriminator import Discriminator
 from reenact.models.embedder import Embedder
 from reenact.models.generator import Generator
+from reenact.models.warp_generator import WarpGenerator
 
-__all__ = ["Embedder", "Generator", "Discriminator", "build_embedder", "build_generator",
+__all__ = ["Embedder", "Generator", "WarpGenerator", "Discriminator", "build_embedder", "build_generator",
            "build_discriminator", "count_params"]
 
 
@@ -17,10 +18,12 @@ def build_embedder(cfg) -> Embedder:
 
 
 def build_generator(cfg) -> nn.Module:
-    """The generator variant named by ``cfg.generator`` ("base"; "warp" is planned)."""
+    """The generator variant named by ``cfg.generator``: "base" (the paper's) or "warp" (warp-guided)."""
     if cfg.generator == "base":
         return Generator(cfg)
-    raise ValueError(f"model.generator={cfg.generator!r} is not available (known: 'base')")
+    if cfg.generator == "warp":
+        return WarpGenerator(cfg)
+    raise ValueError(f"model.generator={cfg.generator!r} is not available (known: 'base', 'warp')")
 
 
 def build_discriminator(cfg, num_videos: int) -> Discriminator:

@@ -15,10 +15,17 @@ from reenact.models.blocks import (AdaIN, ResBlockAdaIN, ResBlockDown, ResBlockU
 
 
 class Generator(nn.Module):
-    """``forward(lmk (B, 3, H, W) in [-1, 1], e (B, D)) -> image (B, 3, H, W) in [-1, 1]`` (tanh)."""
+    """``forward(lmk (B, 3, H, W) in [-1, 1], e (B, D)) -> image (B, 3, H, W) in [-1, 1]`` (tanh).
 
-    def __init__(self, cfg):
+    ``in_channels``/``out_channels`` let the warp-guided variant feed extra inputs (the warped source) and read
+    extra outputs (a blend mask); with ``out_channels != 3`` the output is returned before the tanh.
+    """
+
+    needs_sources = False  # the base G sees only the target landmarks and the embedding
+
+    def __init__(self, cfg, in_channels: int = 3, out_channels: int = 3):
         super().__init__()
+        self.raw_output = out_channels != 3
         s = cfg.spectral_norm
         n = cfg.num_down
         if n < 1 or log2_int(cfg.resolution, "model.resolution") - n < 2:
@@ -26,7 +33,7 @@ class Generator(nn.Module):
         widths = channels(cfg.base_channels, cfg.max_channels, n)
         self.down = nn.ModuleList()
         self.attn_down_after = -1
-        cin, res = 3, cfg.resolution
+        cin, res = in_channels, cfg.resolution
         for i, cout in enumerate(widths):
             self.down.append(ResBlockDown(cin, cout, s, norm=True, first=(i == 0)))
             cin, res = cout, res // 2
@@ -44,7 +51,7 @@ class Generator(nn.Module):
                 self.attn_up_after = i
         self.attn_up = SelfAttention(outs[self.attn_up_after], s) if self.attn_up_after >= 0 else None
         self.out_norm = AdaIN(cin)
-        self.out_conv = conv(cin, 3, 3, s)
+        self.out_conv = conv(cin, out_channels, 3, s)
         self.sizes = [b.num_params for b in self.middle] + [b.num_params for b in self.up] + [self.out_norm.num_params]
         self.num_adain_params = sum(self.sizes)
         # P: the projection matrix of the paper (no bias). Spectral norm bounds |psi| <= |e| at the start.
@@ -55,11 +62,12 @@ class Generator(nn.Module):
         """``e (B, D) -> psi (B, num_adain_params)``."""
         return self.P(e.float()).float()
 
-    def forward(self, lmk: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def forward(self, lmk: torch.Tensor, e: torch.Tensor, **sources) -> torch.Tensor:
         return self.forward_psi(lmk, self.adain_params(e))
 
-    def forward_psi(self, lmk: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-        """``lmk (B, 3, H, W)``, ``psi (B, num_adain_params)`` (or (1, n), broadcast) -> image (B, 3, H, W)."""
+    def forward_psi(self, lmk: torch.Tensor, psi: torch.Tensor, **sources) -> torch.Tensor:
+        """``lmk (B, 3, H, W)``, ``psi (B, num_adain_params)`` (or (1, n), broadcast) -> image (B, 3, H, W).
+        ``sources`` (the warp variant's inputs) are accepted and ignored, so callers need not branch."""
         if psi.shape[-1] != self.num_adain_params:
             raise ValueError(f"psi has {psi.shape[-1]} values, generator expects {self.num_adain_params}")
         if psi.shape[0] != lmk.shape[0]:
@@ -77,4 +85,4 @@ class Generator(nn.Module):
             if i == self.attn_up_after:
                 x = self.attn_up(x)
         x = self.out_conv(F.relu(self.out_norm(x, parts.pop(0))))
-        return torch.tanh(x.float())
+        return x.float() if self.raw_output else torch.tanh(x.float())

@@ -1,0 +1,197 @@
+"""Stage 2 of Zakharov et al. 2019: few-shot personalisation of the meta-learned model.
+
+1. The embedder E averages the embeddings of the K source crops: ``e = mean_k E(x_k, y_k)``.
+2. Feed-forward (FF, ``steps=0``): the person-specific AdaIN parameters are ``psi' = P e`` and G is unchanged.
+3. Fine-tuning (FT): ``psi'`` (initialised to ``P e``) and G's weights are optimised on the K images, against
+   D with its personal vector initialised to ``w' = w0 + e`` (our D adds ``w0`` itself, so the free
+   vector starts at ``e``). Losses (paper, stage 2): G: content + adversarial hinge + feature matching; D:
+   hinge. No embedding-match term. The K images are augmented (mirror flips with landmark mirroring, small
+   zoom and shifts; no colour jitter, which would teach G the wrong skin tones) so that one shot does not
+   just get memorised pixel by pixel.
+
+Randomness (which shots, which augmentation) comes from one CPU generator seeded with ``seed``, so a run is
+repeatable on the same device.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from finetune.base import BaseModel
+from finetune.losses import content_loss, d_hinge, feature_matching, g_hinge
+from finetune.shots import Shot
+from reenact.errors import ReenactError
+
+
+class NonFiniteLossError(ReenactError, FloatingPointError):
+    """A fine-tuning loss became NaN/Inf (try fewer steps or a lower learning rate)."""
+
+
+@dataclass
+class FinetuneOptions:
+    """Settings of stage 2. ``None`` learning rates take the base model's stage-1 values (paper: 5e-5 for G,
+    2e-4 for D); betas likewise."""
+
+    steps: int = 100  # optimisation steps (0: feed-forward, no fine-tuning)
+    lr_g: float | None = None
+    lr_d: float | None = None
+    batch_size: int = 4  # augmented shots per step (drawn from the K shots in turn)
+    augment: bool = True
+    flip: float = 0.5  # probability of a mirror flip
+    scale: float = 0.05  # random zoom in [1 - scale, 1 + scale]
+    shift: float = 0.03  # random shift, fraction of the crop side
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if int(self.steps) < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class Personalization:
+    """What stage 2 produces. ``e``: (1, D) mean embedding; ``psi``: (1, n) AdaIN parameters; ``generator``:
+    the fine-tuned G's state dict (None for feed-forward); ``history``: per-step losses."""
+
+    e: torch.Tensor
+    psi: torch.Tensor
+    generator: dict[str, torch.Tensor] | None
+    options: FinetuneOptions
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def shots_to_tensors(shots: list[Shot], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops ``(K, 3, R, R)`` uint8 and crop landmarks ``(K, 68, 2)`` float32 on ``device``."""
+    crops = torch.from_numpy(np.stack([s.crop for s in shots])).permute(0, 3, 1, 2).contiguous()
+    pts = torch.from_numpy(np.stack([s.crop_points for s in shots]).astype(np.float32))
+    return crops.to(device), pts.to(device)
+
+
+def landmark_images(points: torch.Tensor, resolution: int) -> torch.Tensor:
+    """``(B, 68, 2)`` crop pixels -> ``(B, 3, R, R)`` landmark images in [-1, 1] (the networks' input)."""
+    from reenact.draw import rasterize
+
+    return rasterize(points, resolution) * 2 - 1
+
+
+@torch.no_grad()
+def embed(base: BaseModel, shots: list[Shot]) -> torch.Tensor:
+    """Mean embedding ``(1, D)`` of the K shots (no augmentation)."""
+    crops, pts = shots_to_tensors(shots, base.device)
+    frames = crops.float() / 127.5 - 1
+    lmk = landmark_images(pts, base.resolution)
+    e, _ = base.E(frames[None], lmk[None])
+    return e.float()
+
+
+def personalize(base: BaseModel, shots: list[Shot], options: FinetuneOptions | None = None) -> Personalization:
+    """Embed the shots and (``options.steps > 0``) fine-tune G, psi' and D on them."""
+    opt = options or FinetuneOptions()
+    t0 = time.perf_counter()
+    e = embed(base, shots)
+    psi0 = base.G.adain_params(e).detach()
+    if int(opt.steps) == 0:
+        return Personalization(e=e, psi=psi0, generator=None, options=opt, seconds=time.perf_counter() - t0)
+    G, psi, history = _finetune(base, shots, e, psi0, opt)
+    return Personalization(e=e, psi=psi, generator=G, options=opt, history=history,
+                           seconds=time.perf_counter() - t0)
+
+
+def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.Tensor,
+              opt: FinetuneOptions) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[dict[str, float]]]:
+    from reenact.config import AugmentConfig
+    from reenact.data.augment import EpisodeAugment
+
+    cfg, dev, R = base.config, base.device, base.resolution
+    tc, lc = cfg.train, cfg.loss
+    lr_g = float(tc.lr_g if opt.lr_g is None else opt.lr_g)
+    lr_d = float(tc.lr_d if opt.lr_d is None else opt.lr_d)
+    betas = tuple(float(b) for b in tc.betas)
+    amp = dev.type == "cuda"  # bf16 autocast on GPU, as in stage 1; CPU stays fp32
+    unsupported = [c for c in lc.content if c != "pyramid"]
+    if unsupported:
+        import warnings
+
+        warnings.warn(f"fine-tuning uses the pixel content loss only; the base model's {unsupported} content "
+                      "term(s) are not applied in stage 2", stacklevel=3)
+
+    G = base.generator_copy().train()
+    D = base.build_discriminator().train()
+    psi = nn.Parameter(psi0.clone())
+    w = nn.Parameter(e.detach().clone())  # D scores with (w + w0): this is the paper's w' = w0 + e
+    d_params = [p for n, p in D.named_parameters() if not n.startswith("W.")]  # the per-video table is unused
+    opt_g = torch.optim.Adam([*G.parameters(), psi], lr=lr_g, betas=betas)
+    opt_d = torch.optim.Adam([*d_params, w], lr=lr_d, betas=betas)
+    augment = EpisodeAugment(AugmentConfig(flip=opt.flip, scale=opt.scale, shift=opt.shift, brightness=0.0,
+                                           contrast=0.0, saturation=0.0, hue=0.0)).to(dev)
+    augment.train(bool(opt.augment))
+    crops, pts = shots_to_tensors(shots, dev)
+    K, B = len(shots), int(opt.batch_size)
+    shot_frames = crops.float() / 127.5 - 1
+
+    def sources(tgt_points):  # the warp-guided G reads all K (un-augmented) shots; the base G nothing
+        if not getattr(G, "needs_sources", False):
+            return {}
+        return {"src": shot_frames[None], "src_points": pts[None], "tgt_points": tgt_points}
+
+    gen = torch.Generator().manual_seed(int(opt.seed))
+    order: list[int] = []
+    weights = {"adv": float(lc.adv_weight), "fm": float(lc.fm_weight)}
+    history: list[dict[str, float]] = []
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=int(opt.steps), desc="fine-tuning", unit="step", disable=not opt.progress, dynamic_ncols=True)
+    try:
+        for step in range(int(opt.steps)):
+            while len(order) < B:  # the shots in turn, each pass in a fresh random order
+                order += torch.randperm(K, generator=gen).tolist()
+            idx, order = order[:B], order[B:]
+            real, p = augment(crops[idx][:, None], pts[idx][:, None], generator=gen)
+            real, lmk = real[:, 0], landmark_images(p[:, 0], R)
+
+            # G and psi' (D frozen)
+            D.requires_grad_(False)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                fake = G.forward_psi(lmk, psi, **sources(p[:, 0]))
+                wd = w.detach().expand(B, -1)
+                scores, feats = D(torch.cat([real, fake]), torch.cat([lmk, lmk]), w=torch.cat([wd, wd]))
+            terms = content_loss(fake, real, float(lc.pyramid_weight), float(lc.ssim_weight), int(lc.pyramid_levels))
+            terms["adv"] = weights["adv"] * g_hinge(scores[B:])
+            terms["fm"] = weights["fm"] * feature_matching([f[:B] for f in feats], [f[B:] for f in feats])
+            g_total = sum(terms.values())
+            opt_g.zero_grad(set_to_none=True)
+            g_total.backward()
+            opt_g.step()
+
+            # D and w'
+            D.requires_grad_(True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                scores, _ = D(torch.cat([real, fake.detach()]), torch.cat([lmk, lmk]), w=w.expand(2 * B, -1))
+            d_total = d_hinge(scores[:B], scores[B:])
+            opt_d.zero_grad(set_to_none=True)
+            d_total.backward()
+            opt_d.step()
+
+            logs = {k: float(v.detach()) for k, v in terms.items()}
+            logs.update(g_total=float(g_total.detach()), d_total=float(d_total.detach()))
+            if not (math.isfinite(logs["g_total"]) and math.isfinite(logs["d_total"])):
+                raise NonFiniteLossError(f"fine-tuning step {step + 1}: non-finite loss "
+                                         f"(g_total={logs['g_total']}, d_total={logs['d_total']}); "
+                                         "try fewer steps or a lower learning rate (lr_g, lr_d)")
+            history.append(logs)
+            bar.update(1)
+            if step % 10 == 0 or step + 1 == opt.steps:
+                bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs['d_total']:.3f}", refresh=False)
+    finally:
+        bar.close()
+    G.eval().requires_grad_(False)
+    return {k: v.detach() for k, v in G.state_dict().items()}, psi.detach().clone(), history

@@ -1,0 +1,146 @@
+"""The K source images of a new person -> face crops at the model's resolution, with their landmarks.
+
+Same crop convention as the training data (``reenact prepare``): ``box_from_points`` + ``crop_matrix`` with
+``CropParams`` (side = 1.8 x the landmarks' extent, centre raised by 8 % of the side). Landmarks come from a
+detector, or from an override per image (a ``(68, 2)`` array or ``.npy`` file in the image's pixel
+coordinates) for faces a detector misses: paintings, drawings, strong profiles.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+import numpy as np
+
+from reenact.crop import CropParams, box_from_points, crop_image, crop_matrix, transform_points
+from reenact.errors import InputError, NoFaceError
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+LandmarksLike = Union[str, os.PathLike, np.ndarray, None]
+
+NO_FACE_HINT = ("pass its landmarks instead: a (68, 2) .npy file of iBUG points in the image's pixel "
+                "coordinates (landmarks=[...] in Python, --landmarks on the command line); useful for "
+                "paintings and drawings")
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One source image, cropped for the model.
+
+    name: the file path, or ``<image i>`` for arrays. size: ``(H, W)`` of the full image.
+    points: ``(68, 2)`` float32 landmarks in full-image pixels. matrix: ``(2, 3)`` float32 affine map full image
+    -> crop. crop: ``(R, R, 3)`` uint8 RGB. crop_points: ``(68, 2)`` float32 landmarks in crop pixels.
+    landmarks_from: where the landmarks came from (a detector name, a file path, or ``"array"``).
+    """
+
+    name: str
+    size: tuple[int, int]
+    points: np.ndarray
+    matrix: np.ndarray
+    crop: np.ndarray
+    crop_points: np.ndarray
+    landmarks_from: str
+
+
+def _as_list(x, single_ndim: int) -> list:
+    """One item (a path, or an array of ``single_ndim`` dims) -> [item]; a sequence or stacked array -> list."""
+    if isinstance(x, (str, os.PathLike)) or (isinstance(x, np.ndarray) and x.ndim == single_ndim):
+        return [x]
+    return list(x)
+
+
+def read_source_image(image: ImageLike, index: int) -> tuple[np.ndarray, str]:
+    """An RGB uint8 image and its display name from a path or an array."""
+    if isinstance(image, (str, os.PathLike)):
+        from reenact import io
+
+        return io.read_image(image), str(image)
+    name = f"<image {index}>"
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise InputError(name, f"expected an RGB uint8 (H, W, 3) array, got {a.dtype} {a.shape}")
+    return np.ascontiguousarray(a), name
+
+
+def read_landmarks(lmk: str | os.PathLike | np.ndarray, image_name: str, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """A ``(68, 2)`` float32 landmark override (array or ``.npy`` file) and where it came from.
+
+    Raises InputError naming the file when it cannot be read, has the wrong shape, or is not finite.
+    """
+    if isinstance(lmk, (str, os.PathLike)):
+        src = origin = str(lmk)
+        path = Path(lmk)
+        if not path.is_file():
+            raise InputError(src, "landmarks file not found")
+        try:
+            pts = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(src, f"not a readable .npy landmarks file ({exc})") from None
+        if isinstance(pts, np.lib.npyio.NpzFile):
+            pts.close()
+            raise InputError(src, "expected a .npy file of shape (68, 2), got an .npz archive")
+    else:
+        src, origin = f"landmarks of {image_name}", "array"
+        pts = np.asarray(lmk)
+    if pts.shape != (68, 2) or not np.issubdtype(pts.dtype, np.number):
+        raise InputError(src, f"landmarks must be a (68, 2) array of (x, y) pixels in iBUG order, "
+                              f"got {pts.dtype} {tuple(pts.shape)}")
+    pts = pts.astype(np.float32)
+    if not np.isfinite(pts).all():
+        raise InputError(src, "landmarks contain NaN or infinite values")
+    extent = float((pts.max(0) - pts.min(0)).max())
+    if extent < 4:
+        raise InputError(src, f"landmarks span only {extent:.1f} pixels: not a face")
+    h, w = size
+    centre = pts.mean(0)
+    if not (-0.5 * w <= centre[0] <= 1.5 * w and -0.5 * h <= centre[1] <= 1.5 * h):
+        raise InputError(src, f"landmarks centred at ({centre[0]:.0f}, {centre[1]:.0f}) are far outside "
+                              f"the {w}x{h} image {image_name} (wrong image, or not pixel coordinates?)")
+    return pts, origin
+
+
+def load_shots(images: ImageLike | Sequence[ImageLike], resolution: int,
+               landmarks: LandmarksLike | Sequence[LandmarksLike] = None, multiple: str = "error",
+               detector: Callable[[], object] | object | None = None) -> list[Shot]:
+    """Read, locate and crop the source images.
+
+    images: one or more paths or RGB uint8 ``(H, W, 3)`` arrays. landmarks: ``None`` (detect every face) or
+    one entry per image, each ``None`` (detect) or a ``(68, 2)`` array / ``.npy`` path. multiple: ``"error"``
+    (several faces raise MultipleFacesError) or ``"largest"``. detector: a LandmarkDetector, or a
+    zero-argument factory called only if some image needs detection. Returns one :class:`Shot` per image.
+    """
+    if multiple not in ("error", "largest"):
+        raise ValueError(f"multiple must be 'error' or 'largest', got {multiple!r}")
+    imgs = _as_list(images, 3)
+    if not imgs:
+        raise InputError("<images>", "no source images given")
+    lmks = _as_list(landmarks, 2) if landmarks is not None else [None] * len(imgs)
+    if len(lmks) != len(imgs):
+        raise InputError("<landmarks>", f"{len(lmks)} landmark entries for {len(imgs)} images",
+                         "give one per image, None (or '-' on the command line) to detect that one")
+    params = CropParams(size=resolution)
+    det = None
+    shots = []
+    for i, (img_in, lmk) in enumerate(zip(imgs, lmks)):
+        img, name = read_source_image(img_in, i)
+        size = (int(img.shape[0]), int(img.shape[1]))
+        if lmk is not None and not (isinstance(lmk, str) and lmk == "-"):
+            pts, origin = read_landmarks(lmk, name, size)
+        else:
+            if det is None:
+                det = detector() if callable(detector) and not hasattr(detector, "detect_one") else detector
+                if det is None:
+                    from reenact.landmarks import create_detector
+
+                    det = create_detector("dlib")
+            try:
+                face = det.detect_one(img, multiple=multiple, source=name)
+            except NoFaceError as exc:
+                raise NoFaceError(name, exc.problem, NO_FACE_HINT) from None
+            pts, origin = face.points, getattr(det, "name", "detector")
+        m = crop_matrix(box_from_points(pts, params), resolution)
+        shots.append(Shot(name=name, size=size, points=pts, matrix=m, crop=crop_image(img, m, resolution),
+                          crop_points=transform_points(pts, m), landmarks_from=origin))
+    return shots

@@ -1,0 +1,168 @@
+"""The Python front door: load a meta-learned model, personalise it to a person, render avatars.
+
+    from reenact import Reenactor
+
+    r = Reenactor.load("runs/small/checkpoints")          # or Reenactor.load() for the bundled model
+    avatar = r.personalize(["me.jpg"], steps=100)         # few-shot fine-tuning (steps=0: feed-forward)
+    avatar.save("me.safetensors")
+    crop = avatar.render(points)                          # (68, 2) crop pixels -> (S, S, 3) uint8
+    frame = avatar.render_full(points_in_photo, into=photo)   # pasted back into the photo
+
+Importing this module is cheap: torch and the networks load on first use.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+from reenact.errors import CheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from finetune.avatar import Avatar
+    from finetune.base import BaseModel
+    from finetune.shots import ImageLike, LandmarksLike
+    from reenact.landmarks.base import FaceLandmarks, LandmarkDetector
+
+#: Where a model shipped with the package would live (a checkpoint directory: meta.json, config.yaml,
+#: model.safetensors).
+DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "default"
+
+
+def default_checkpoint() -> Path:
+    """The bundled default model's checkpoint directory; CheckpointError while none is bundled."""
+    if (DEFAULT_WEIGHTS / "meta.json").exists():
+        return DEFAULT_WEIGHTS
+    import reenact
+
+    raise CheckpointError(
+        f"no default model is bundled with reenact {reenact.__version__} yet (looked in {DEFAULT_WEIGHTS}); "
+        "pass a meta-learned checkpoint: Reenactor.load('runs/NAME/checkpoints') in Python, or "
+        "--checkpoint runs/NAME/checkpoints on the command line (a run folder, its checkpoints folder or one "
+        "step_XXXXXXX folder)")
+
+
+class Reenactor:
+    """A meta-learned model (embedder, generator, discriminator) ready to personalise.
+
+    Create with :meth:`load`. ``resolution``: side of the face crops it renders; ``device``; ``base_hash``:
+    SHA-256 of the checkpoint's weights (avatars record it); ``checkpoint``: the checkpoint directory.
+    """
+
+    def __init__(self, base: "BaseModel", landmarks_backend: str = "dlib"):
+        self.base = base
+        self.landmarks_backend = landmarks_backend
+        self._detector: LandmarkDetector | None = None
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike | None = None, device: str = "auto",
+             landmarks_backend: str = "dlib") -> "Reenactor":
+        """Load a checkpoint (a run folder, its ``checkpoints`` folder or a ``step_*`` folder); ``None``: the
+        bundled default model. ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:N"``.
+        ``landmarks_backend``: detector used for source images without given landmarks."""
+        from finetune.base import BaseModel
+
+        path = default_checkpoint() if checkpoint is None else Path(checkpoint)
+        return cls(BaseModel.load(path, device), landmarks_backend)
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def resolution(self) -> int:
+        return self.base.resolution
+
+    @property
+    def device(self):
+        return self.base.device
+
+    @property
+    def base_hash(self) -> str:
+        return self.base.hash
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.base.path
+
+    @property
+    def config(self) -> Any:
+        return self.base.config
+
+    def __repr__(self) -> str:
+        return (f"Reenactor({self.checkpoint}, {self.resolution} px, step {self.base.step}, on {self.device}, "
+                f"base {self.base_hash[:12]})")
+
+    # -- landmarks ----------------------------------------------------------------------------------
+    @property
+    def detector(self) -> "LandmarkDetector":
+        """The landmark detector (created on first use)."""
+        if self._detector is None:
+            from reenact.landmarks import create_detector
+
+            self._detector = create_detector(self.landmarks_backend)
+        return self._detector
+
+    def detect(self, image: "np.ndarray", multiple: Literal["error", "largest"] = "error",
+               source: str = "<image>") -> "FaceLandmarks":
+        """68 landmarks of the one face in an RGB uint8 image (see ``LandmarkDetector.detect_one``)."""
+        return self.detector.detect_one(image, multiple=multiple, source=source)
+
+    # -- personalisation ----------------------------------------------------------------------------
+    def personalize(self, images: "ImageLike | Sequence[ImageLike]", steps: int = 100,
+                    landmarks: "LandmarksLike | Sequence[LandmarksLike]" = None,
+                    multiple: Literal["error", "largest"] = "error", progress: bool = True, seed: int = 0, *,
+                    lr_g: float | None = None, lr_d: float | None = None, batch_size: int = 4,
+                    augment: bool = True, g_encoding: str = "delta-int8") -> "Avatar":
+        """Make an avatar of the person in ``images`` (Zakharov et al. 2019, stage 2).
+
+        images: one or more image paths or RGB uint8 ``(H, W, 3)`` arrays of the same person (photos,
+            paintings, drawings); each is cropped like the training data.
+        steps: fine-tuning steps (FT); ``0`` is the feed-forward avatar (FF: ``psi = P e``, G unchanged).
+        landmarks: ``None`` to detect every face, or one entry per image: ``None`` (detect) or a ``(68, 2)``
+            array / ``.npy`` file in that image's pixels (for faces the detector misses).
+        multiple: with several faces in an image, ``"error"`` (MultipleFacesError) or ``"largest"``.
+        progress: tqdm bar with ETA. seed: augmentation / sampling seed.
+        lr_g, lr_d: learning rates (default: the base model's stage-1 rates). batch_size: augmented shots per
+            step. augment: mirror flips + small zoom/shift. g_encoding: how the fine-tuned generator is stored
+            (``"delta-int8"``, ``"delta-fp16"`` or ``"fp16"``; see ``finetune.avatar``).
+
+        Raises NoFaceError (with the hint to pass landmarks), MultipleFacesError, InputError (unreadable image,
+        bad landmarks file, naming it).
+        """
+        from finetune.avatar import Avatar
+        from finetune.personalize import FinetuneOptions, personalize
+        from finetune.shots import load_shots
+
+        shots = load_shots(images, self.resolution, landmarks, multiple, detector=lambda: self.detector)
+        opts = FinetuneOptions(steps=int(steps), lr_g=lr_g, lr_d=lr_d, batch_size=batch_size, augment=augment,
+                               seed=int(seed), progress=progress)
+        result = personalize(self.base, shots, opts)
+        return Avatar.from_personalization(self.base, shots, result, g_encoding=g_encoding)
+
+    def load_avatar(self, path: str | os.PathLike) -> "Avatar":
+        """Open an avatar file made from this model (CheckpointError naming both hashes otherwise)."""
+        from finetune.avatar import Avatar
+
+        return Avatar.load(path, self)
+
+
+def open_avatar(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                device: str = "auto") -> "Avatar":
+    """Open an avatar file together with its base model.
+
+    checkpoint: the base model; ``None`` tries the checkpoint recorded in the avatar file (if it still exists),
+    then the bundled default model.
+    """
+    if checkpoint is None:
+        from finetune.avatar import read_avatar_metadata
+
+        recorded = read_avatar_metadata(path).get("base_checkpoint")
+        if recorded and (Path(recorded) / "meta.json").exists():
+            checkpoint = recorded
+        elif recorded and not (DEFAULT_WEIGHTS / "meta.json").exists():
+            raise CheckpointError(f"{path}: its base model {recorded} is not there any more and no default model "
+                                  "is bundled; pass the checkpoint it was made from (checkpoint=... in Python, "
+                                  "--checkpoint on the command line)")
+    return Reenactor.load(checkpoint, device).load_avatar(path)
+
+__all__ = ["Reenactor", "open_avatar", "default_checkpoint", "DEFAULT_WEIGHTS"]

@@ -1,0 +1,19 @@
+"""Evaluation metrics of the papers, each in its own module (all lazy about heavy imports):
+
+- ``psnr_ssim``: PSNR, SSIM (kornia, window 11, [0, 1] RGB);
+- ``regions``: mouth/eye boxes from the target landmarks, region SSIM/PSNR, mouth opening, "hard frames";
+- ``sharpness``: variance of the Laplacian (output / real) and CPBD on the face box;
+- ``identity``: dlib 128-D descriptors, ACD (rank by this) and CSIM;
+- ``landmarks``: LMD (normalised by the inter-ocular distance), head pose and pose error, eye aspect ratio,
+  blinks;
+- ``fid``: Frechet distance and an Inception-v3 feature network (only with a local weights file);
+- ``sync``: the audio-visual sync hook (unavailable until a lip-sync expert exists);
+- ``evaluate``: the self / cross reenactment protocols behind ``reenact eval``.
+"""
+from reenact.metrics.landmarks import eye_aspect_ratio, head_pose, inter_ocular, lmd, pose_error
+from reenact.metrics.psnr_ssim import psnr, ssim
+from reenact.metrics.regions import eye_boxes, hard_frames, mouth_box, mouth_opening, region_metrics
+from reenact.metrics.sharpness import cpbd, face_box, laplacian_variance
+
+__all__ = ["cpbd", "eye_aspect_ratio", "eye_boxes", "face_box", "hard_frames", "head_pose", "inter_ocular",
+           "laplacian_variance", "lmd", "mouth_box", "mouth_opening", "pose_error", "psnr", "region_metrics", "ssim"]

@@ -1,0 +1,568 @@
+"""The evaluation protocols behind ``reenact eval``: self- and cross-reenactment on a prepared dataset.
+
+Self-reenactment (Zakharov et al. 2019, section 4): on held-out clips, a method sees K source frames taken from
+the start of a clip (spread over its first third) and renders the later frames (``frames_per_clip`` targets,
+evenly spaced over the rest) from their own landmarks; each output is compared with the real frame: SSIM,
+PSNR, mouth/eye region SSIM and PSNR, sharpness (Laplacian variance relative to the real frame, CPBD), ACD/CSIM
+to the real frame, LMD (dlib landmarks of output vs real, over all points and the mouth), head-pose error and
+eye-aspect-ratio error. "Hard frames" are the quarter of all targets whose mouth opening differs most from the
+closest source's (the frames where copying the source cannot work); they are reported apart.
+
+Cross-reenactment: the identity comes from one clip's source frames, the motion from a clip of another
+person. The driver's landmarks are retargeted naively: one similarity transform (least squares on rigid
+points: nose and eye corners) maps the driver's first target frame onto the first source frame, and is
+applied to every driver frame, so head motion, mouth and eyes follow the driver while the face keeps the
+driver's shape. There is no real frame to compare with, so there are no pixel metrics: ACD/CSIM to the source
+identity (and ACD to the driver, where lower means the driver's identity leaks), mouth LMD to the retargeted
+driver landmarks after aligning the output's landmarks to them on the rigid points, head-pose error to them,
+and CPBD.
+
+Methods: ``static`` (nearest source frame, unchanged), ``warp`` (nearest source frame warped onto the target
+landmarks, ``reenact.warp``) and ``model`` (``Reenactor.load(checkpoint).personalize(sources, steps=ft_steps)``
+then ``avatar.render_batch(targets)``). "Nearest" source: the one whose landmarks are closest (mean distance) to
+the target's; with one shot it is simply the source.
+
+Outputs in ``out``: ``results.json`` (per method and shots, every metric's mean over all targets and over the
+hard frames, counts, failures), ``results.md`` (tables) and ``grid_k{K}.png`` (rows of target frames: source |
+real or driver | each method, at full resolution). Runs are deterministic for a given seed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+
+from reenact.errors import InputError
+from reenact.landmarks.parts import MOUTH
+
+Protocol_ = Literal["self", "cross"]
+METHODS = ("static", "warp", "model")
+# Rigid points for alignment: the nose (bridge and base) and the four eye corners barely move with expression.
+RIGID = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
+# PSNR of identical images is infinite; averages cap it here so one perfect frame does not swamp a mean.
+PSNR_CAP = 100.0
+
+SELF_METRICS = ("ssim", "psnr", "mouth_ssim", "mouth_psnr", "eyes_ssim", "eyes_psnr", "lmd", "lmd_mouth", "acd",
+                "csim", "pose_err", "ear_err", "lapvar_ratio", "cpbd")
+CROSS_METRICS = ("acd", "csim", "acd_driver", "lmd_mouth", "pose_err", "cpbd")
+# Column titles of results.md: (key, title, format)
+_TITLES = {"ssim": ("SSIM", "{:.3f}"), "psnr": ("PSNR", "{:.2f}"), "mouth_ssim": ("mouth SSIM", "{:.3f}"),
+           "mouth_psnr": ("mouth PSNR", "{:.2f}"), "eyes_ssim": ("eyes SSIM", "{:.3f}"),
+           "eyes_psnr": ("eyes PSNR", "{:.2f}"), "lmd": ("LMD", "{:.4f}"), "lmd_mouth": ("mouth LMD", "{:.4f}"),
+           "acd": ("ACD", "{:.3f}"), "csim": ("CSIM", "{:.4f}"), "acd_driver": ("ACD to driver", "{:.3f}"),
+           "pose_err": ("pose err (deg)", "{:.2f}"), "ear_err": ("EAR err", "{:.4f}"),
+           "lapvar_ratio": ("sharpness ratio", "{:.3f}"), "cpbd": ("CPBD", "{:.3f}")}
+
+
+@dataclass
+class EvalOptions:
+    """Settings of one evaluation run (see the module docstring).
+
+    methods: any of ``static``, ``warp``, ``model``. shots: the K values. ft_steps: fine-tuning steps of the
+    ``model`` method (0: feed-forward). clips: evaluate at most this many clips (a seeded random subset; None:
+    all of the split). frames_per_clip: targets per clip. split: ``val`` (identities held out by
+    ``PreparedDataset.split(None, val_fraction)``), ``train`` or ``all``. warp_kind: ``pa`` or ``tps``.
+    fid_weights: local Inception-v3 weights file for FID (None: FID unavailable). grid_rows: rows of the grid
+    image. batch_size: images per rendering batch.
+    """
+
+    protocol: Protocol_ = "self"
+    methods: tuple[str, ...] = ("static", "warp")
+    shots: tuple[int, ...] = (1, 8)
+    ft_steps: int = 0
+    checkpoint: str | None = None
+    clips: int | None = None
+    frames_per_clip: int = 8
+    split: Literal["val", "train", "all"] = "val"
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    warp_kind: str = "pa"
+    fid_weights: str | None = None
+    grid_rows: int = 8
+    batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self):
+        self.methods = tuple(self.methods)
+        self.shots = tuple(int(k) for k in self.shots)
+        if self.protocol not in ("self", "cross"):
+            raise InputError("eval options", f"protocol must be 'self' or 'cross', got {self.protocol!r}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise InputError("eval options", f"unknown method(s) {bad or '(none)'}; choose from {', '.join(METHODS)}")
+        if "model" in self.methods and not self.checkpoint:
+            raise InputError("eval options", "the 'model' method needs a checkpoint (--checkpoint)")
+        if not self.shots or min(self.shots) < 1:
+            raise InputError("eval options", f"shots must be positive integers, got {self.shots}")
+        if self.frames_per_clip < 1:
+            raise InputError("eval options", f"frames_per_clip must be >= 1, got {self.frames_per_clip}")
+        if self.split not in ("val", "train", "all"):
+            raise InputError("eval options", f"split must be val, train or all, got {self.split!r}")
+        if self.clips is not None and self.clips < 1:
+            raise InputError("eval options", f"clips must be >= 1, got {self.clips}")
+
+
+# ------------------------------------------------------------------------------------------------ methods
+
+class Renderer(Protocol):
+    """A reenactment method: K source crops (K, S, S, 3) uint8 with their landmarks (K, 68, 2) in crop pixels,
+    and N target landmarks (N, 68, 2) -> N rendered crops (N, S, S, 3) uint8."""
+
+    def render(self, src_images: np.ndarray, src_points: np.ndarray, tgt_points: np.ndarray) -> np.ndarray: ...
+
+
+def nearest_source(src_points: np.ndarray, tgt_points: np.ndarray) -> np.ndarray:
+    """(N,) index of the source whose landmarks are closest (mean point distance) to each target's."""
+    d = np.linalg.norm(np.asarray(tgt_points)[:, None] - np.asarray(src_points)[None], axis=-1).mean(-1)
+    return d.argmin(1)
+
+
+class StaticRenderer:
+    """The nearest source frame, unchanged."""
+
+    def render(self, src_images, src_points, tgt_points):
+        return np.ascontiguousarray(src_images[nearest_source(src_points, tgt_points)])
+
+
+class WarpRenderer:
+    """The nearest source frame warped onto the target landmarks (``reenact.warp.warp_images``)."""
+
+    def __init__(self, kind: str = "pa", device: str = "cpu", batch_size: int = 16):
+        self.kind, self.device, self.batch_size = kind, device, batch_size
+
+    def render(self, src_images, src_points, tgt_points):
+        from reenact.warp import warp_images
+
+        k = nearest_source(src_points, tgt_points)
+        return warp_images(src_images[k], src_points[k], tgt_points, self.kind, self.device, self.batch_size)
+
+
+class ModelRenderer:
+    """A meta-learned model through the public API: ``Reenactor.load(checkpoint, device)``, then per clip
+    ``personalize(source crops, steps=ft_steps, landmarks=source points)`` and ``render_batch(targets)``.
+
+    The source crops are given as images with their landmarks, so the API crops them again the way it crops any
+    photo; prepared crops use the same crop rule, so that second crop is close to the identity. Target landmarks
+    are rendered in the prepared crops' own frame (the frame the model was trained in); if the model's
+    resolution differs from the crops', points are scaled to it and outputs resized back.
+    """
+
+    def __init__(self, checkpoint: str, device: str = "cpu", ft_steps: int = 0, seed: int = 0,
+                 batch_size: int = 16):
+        from reenact.api import Reenactor
+
+        self.reenactor = Reenactor.load(checkpoint, device)
+        self.ft_steps, self.seed, self.batch_size = int(ft_steps), int(seed), batch_size
+
+    def render(self, src_images, src_points, tgt_points):
+        import cv2
+        import torch
+
+        torch.manual_seed(self.seed)
+        avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
+                                            progress=False, seed=self.seed)
+        S, R = src_images.shape[1], avatar.resolution
+        out = avatar.render_batch(np.asarray(tgt_points, np.float32) * (R / S), batch_size=self.batch_size)
+        if R != S:
+            interp = cv2.INTER_AREA if R > S else cv2.INTER_CUBIC
+            out = np.stack([cv2.resize(o, (S, S), interpolation=interp) for o in out])
+        return out
+
+
+def make_renderer(method: str, opts: EvalOptions) -> Renderer:
+    if method == "static":
+        return StaticRenderer()
+    if method == "warp":
+        return WarpRenderer(opts.warp_kind, opts.device, opts.batch_size)
+    if method == "model":
+        return ModelRenderer(opts.checkpoint, opts.device, opts.ft_steps, opts.seed, opts.batch_size)
+    raise ValueError(f"unknown method {method!r}")
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+
+def select_frames(valid: np.ndarray, k: int, m: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Source and target indices among a clip's stored frames (``valid``: (N,) landmarks detected there).
+
+    Sources: ``k`` frames evenly spread over the first third; targets: ``m`` frames evenly spaced over the rest.
+    Only frames with detected (not interpolated) landmarks are used. Sources are None when the first third has
+    fewer than ``k`` such frames.
+    """
+    n = len(valid)
+    third = max(1, n // 3)
+    head = np.flatnonzero(valid[:third])
+    tail = third + np.flatnonzero(valid[third:])
+    src = head[np.round(np.linspace(0, len(head) - 1, k)).astype(int)] if len(head) >= k else None
+    tgt = np.unique(tail[np.round(np.linspace(0, len(tail) - 1, m)).astype(int)]) if len(tail) else tail
+    return src, tgt
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(2, 3) least-squares similarity (rotation, uniform scale, translation) mapping points ``src`` onto
+    ``dst`` (P, 2) (Umeyama 1991, without reflection)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    cov = b.T @ a / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rot = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / (a ** 2).sum(1).mean()
+    t = md - scale * rot @ ms
+    return np.concatenate([scale * rot, t[:, None]], 1)
+
+
+def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    return (np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
+def retarget(driver_points: np.ndarray, source_points: np.ndarray) -> np.ndarray:
+    """Naive retargeting: the driver's landmarks (N, 68, 2) moved by the similarity that aligns the driver's
+    first frame to ``source_points`` (68, 2) on the rigid points."""
+    m = similarity(driver_points[0][RIGID], source_points[RIGID])
+    return apply_affine(driver_points, m)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+def self_metrics(fake: np.ndarray, real: np.ndarray, tgt_points: np.ndarray, real_faces: list, analyzer) -> dict:
+    """Per-target metrics of one batch of self-reenactment outputs (see the module docstring); values are
+    (N,) arrays, NaN where a face was not found. Also ``face_found`` (N,) bool."""
+    from reenact.metrics.identity import acd, csim
+    from reenact.metrics.landmarks import eye_aspect_ratio, head_pose, lmd, pose_error
+    from reenact.metrics.psnr_ssim import psnr, ssim
+    from reenact.metrics.regions import region_metrics
+    from reenact.metrics.sharpness import sharpness
+
+    n, h, w = fake.shape[:3]
+    out = {"ssim": ssim(fake, real), "psnr": np.minimum(psnr(fake, real), PSNR_CAP)}
+    reg = region_metrics(fake, real, tgt_points)
+    reg["mouth_psnr"] = np.minimum(reg["mouth_psnr"], PSNR_CAP)
+    reg["eyes_psnr"] = np.minimum(reg["eyes_psnr"], PSNR_CAP)
+    out.update(reg)
+    sh = sharpness(fake, real, tgt_points)
+    out["lapvar_ratio"], out["cpbd"], out["cpbd_real"] = sh["lapvar_ratio"], sh["cpbd"], sh["cpbd_real"]
+    for k in ("acd", "csim", "lmd", "lmd_mouth", "pose_err", "ear_err"):
+        out[k] = np.full(n, np.nan)
+    found = np.zeros(n, bool)
+    for i in range(n):
+        f, r = analyzer.analyze(fake[i]), real_faces[i]
+        found[i] = f is not None
+        if f is None or r is None:
+            continue
+        out["acd"][i] = acd(f.descriptor, r.descriptor)
+        out["csim"][i] = csim(f.descriptor, r.descriptor)
+        out["lmd"][i] = lmd(f.points, r.points)
+        out["lmd_mouth"][i] = lmd(f.points, r.points, MOUTH)
+        out["pose_err"][i] = pose_error(head_pose(f.points, (h, w)), head_pose(r.points, (h, w)))
+        out["ear_err"][i] = abs(eye_aspect_ratio(f.points) - eye_aspect_ratio(r.points))
+    out["face_found"] = found
+    return out
+
+
+def cross_metrics(fake: np.ndarray, tgt_points: np.ndarray, source_desc: np.ndarray,
+                  driver_descs: list, analyzer) -> dict:
+    """Per-target metrics of cross-reenactment outputs: identity to the source (and the driver), mouth LMD and
+    pose error to the retargeted driver landmarks ``tgt_points`` (N, 68, 2), CPBD."""
+    from reenact.metrics.identity import acd, csim
+    from reenact.metrics.landmarks import head_pose, lmd, pose_error
+    from reenact.metrics.sharpness import cpbd, face_box
+
+    n, h, w = fake.shape[:3]
+    out = {k: np.full(n, np.nan) for k in CROSS_METRICS}
+    found = np.zeros(n, bool)
+    for i in range(n):
+        out["cpbd"][i] = cpbd(fake[i], face_box(tgt_points[i], h, w))
+        f = analyzer.analyze(fake[i])
+        found[i] = f is not None
+        if f is None:
+            continue
+        out["acd"][i] = acd(f.descriptor, source_desc)
+        out["csim"][i] = csim(f.descriptor, source_desc)
+        if driver_descs[i] is not None:
+            out["acd_driver"][i] = acd(f.descriptor, driver_descs[i])
+        aligned = apply_affine(f.points, similarity(f.points[RIGID], tgt_points[i][RIGID]))
+        out["lmd_mouth"][i] = lmd(aligned, tgt_points[i], MOUTH)
+        out["pose_err"][i] = pose_error(head_pose(f.points, (h, w)), head_pose(tgt_points[i], (h, w)))
+    out["face_found"] = found
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+@dataclass
+class _Sample:
+    """Everything one evaluated (clip, K) needs, for every method."""
+
+    clip: int
+    src: np.ndarray  # stored-frame indices
+    tgt: np.ndarray
+    gap: np.ndarray  # (N,) mouth-opening gap to the closest source
+
+
+@dataclass
+class EvalReport:
+    results: dict
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _clip_pool(ds, opts: EvalOptions) -> list[int]:
+    train, val = ds.split(None, opts.val_fraction)
+    pool = {"val": val, "train": train, "all": list(range(len(ds)))}[opts.split]
+    if not pool:
+        raise InputError(ds.root, f"the {opts.split!r} split has no clips",
+                         "use --split all for a small dataset" if opts.split == "val" else None)
+    if opts.clips is not None and opts.clips < len(pool):
+        rng = np.random.default_rng(opts.seed)
+        pool = sorted(rng.choice(pool, size=opts.clips, replace=False).tolist())
+    return pool
+
+
+def _stored_points(meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    ids = meta["frame_ids"]
+    return meta["points"][ids].astype(np.float32), meta["valid"][ids].astype(bool)
+
+
+def _grid_pick(n_total: int, rows: int) -> set[int]:
+    if n_total <= rows:
+        return set(range(n_total))
+    return set(np.round(np.linspace(0, n_total - 1, rows)).astype(int).tolist())
+
+
+def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport:
+    """Evaluate ``opts.methods`` on the prepared dataset ``data``; write results.json, results.md and grid
+    images to ``out``. Returns the results dict and the files written."""
+    from tqdm.auto import tqdm
+
+    from reenact.data.dataset import PreparedDataset
+    from reenact.metrics.identity import FaceAnalyzer
+    from reenact.metrics.regions import hard_frames, opening_gap
+
+    t0 = time.time()
+    ds = PreparedDataset(data)
+    pool = _clip_pool(ds, opts)
+    renderers = {m: make_renderer(m, opts) for m in opts.methods}
+    analyzer = FaceAnalyzer()
+    fid_model = None
+    if opts.fid_weights:
+        from reenact.metrics.fid import load_inception
+
+        fid_model = load_inception(opts.fid_weights, opts.device)
+
+    drivers: dict[int, int] = {}
+    if opts.protocol == "cross":
+        rng = np.random.default_rng(opts.seed + 1)
+        for c in pool:
+            others = [d for d in pool if ds.records[d].identity != ds.records[c].identity]
+            if not others:
+                raise InputError(ds.root, f"cross-reenactment needs clips of at least two identities in the "
+                                          f"{opts.split!r} split")
+            drivers[c] = int(rng.choice(others))
+
+    # rows[(method, K)] = list of per-target metric dicts; feats for FID
+    rows: dict[tuple[str, int], list[dict]] = {(m, k): [] for m in opts.methods for k in opts.shots}
+    gaps: dict[int, list[float]] = {k: [] for k in opts.shots}
+    real_cpbd: list[float] = []
+    real_no_face = 0
+    feats_real: list[np.ndarray] = []
+    feats_fake: dict[tuple[str, int], list[np.ndarray]] = {key: [] for key in rows}
+    skipped: dict[int, int] = {k: 0 for k in opts.shots}
+    grid_rows: dict[int, list[list[np.ndarray]]] = {k: [] for k in opts.shots}
+    total_targets = len(pool) * opts.frames_per_clip
+    pick = _grid_pick(total_targets, opts.grid_rows)
+    counter = 0
+
+    for clip in tqdm(pool, desc=f"eval {opts.protocol}", unit="clip", disable=not opts.progress):
+        frames = ds.frames(clip)
+        pts, valid = _stored_points(ds.meta(clip))
+        if opts.protocol == "self":
+            _, tgt = select_frames(valid, 1, opts.frames_per_clip)
+            shown = frames[tgt]
+            tgt_points_base = pts[tgt]
+            real_faces = [analyzer.analyze(f) for f in shown]
+            real_no_face += sum(f is None for f in real_faces)
+            real_cpbd.extend(_real_cpbd(shown, tgt_points_base))
+            if fid_model is not None:
+                from reenact.metrics.fid import inception_features
+
+                feats_real.append(inception_features(fid_model, shown))
+        else:
+            d = drivers[clip]
+            dframes = ds.frames(d)
+            dpts, dvalid = _stored_points(ds.meta(d))
+            # the driver's motion over its whole clip: evenly spaced frames with detected landmarks
+            dtgt = np.flatnonzero(dvalid)[np.unique(np.round(np.linspace(0, dvalid.sum() - 1,
+                                                                         opts.frames_per_clip)).astype(int))]
+            shown = dframes[dtgt]
+            driver_faces = [analyzer.analyze(f) for f in shown]
+            driver_descs = [f.descriptor if f is not None else None for f in driver_faces]
+        slots = [counter + j for j in range(len(shown))]
+        counter += opts.frames_per_clip
+
+        for k in opts.shots:
+            src, _ = select_frames(valid, k, 1)
+            if src is None:
+                skipped[k] += 1
+                continue
+            src_imgs, src_pts = frames[src], pts[src]
+            if opts.protocol == "self":
+                tgt_points = tgt_points_base
+            else:
+                tgt_points = retarget(dpts[dtgt], src_pts[0])
+                sface = analyzer.analyze(src_imgs[0])
+                source_desc = sface.descriptor if sface is not None else analyzer.descriptor_at(src_imgs[0],
+                                                                                                 src_pts[0])
+            gap = opening_gap(src_pts, tgt_points)
+            gaps[k].extend(gap.tolist())
+            outputs = {}
+            for m, r in renderers.items():
+                fake = r.render(src_imgs, src_pts, tgt_points)
+                outputs[m] = fake
+                if opts.protocol == "self":
+                    met = self_metrics(fake, shown, tgt_points, real_faces, analyzer)
+                else:
+                    met = cross_metrics(fake, tgt_points, source_desc, driver_descs, analyzer)
+                for j in range(len(fake)):
+                    rows[(m, k)].append({key: float(v[j]) for key, v in met.items()})
+                if fid_model is not None:
+                    from reenact.metrics.fid import inception_features
+
+                    feats_fake[(m, k)].append(inception_features(fid_model, fake))
+            for j, slot in enumerate(slots):
+                if slot in pick:
+                    near = nearest_source(src_pts, tgt_points[j:j + 1])[0]
+                    grid_rows[k].append([src_imgs[near], shown[j]] + [outputs[m][j] for m in opts.methods])
+
+    results = _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_face, feats_real,
+                         feats_fake, hard_frames)
+    results["seconds"] = round(time.time() - t0, 1)
+    out = Path(out)
+    files = _write_outputs(out, results, grid_rows, opts)
+    return EvalReport(results, out, files, results["seconds"])
+
+
+def _real_cpbd(images: np.ndarray, points: np.ndarray) -> list[float]:
+    from reenact.metrics.sharpness import cpbd, face_box
+
+    h, w = images.shape[1:3]
+    return [cpbd(im, face_box(p, h, w)) for im, p in zip(images, points)]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    a = np.asarray(values, np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if len(a) else None
+
+
+def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_face, feats_real, feats_fake,
+               hard_frames) -> dict:
+    from reenact.metrics.sync import UNAVAILABLE
+
+    names = SELF_METRICS if opts.protocol == "self" else CROSS_METRICS
+    res: dict = {"protocol": opts.protocol, "data": str(ds.root), "split": opts.split,
+                 "clips": [ds.records[c].key for c in pool], "options": asdict(opts),
+                 "metrics": list(names), "results": {}}
+    if drivers:
+        res["drivers"] = {ds.records[c].key: ds.records[d].key for c, d in drivers.items()}
+    if opts.protocol == "self":
+        res["real"] = {"cpbd": _mean(real_cpbd), "no_face": int(real_no_face)}
+    res["av_sync"] = dict(UNAVAILABLE)
+    for (m, k), lst in rows.items():
+        hard = hard_frames(np.asarray(gaps[k])) if gaps[k] else np.zeros(0, bool)
+        entry = {"targets": len(lst), "hard_targets": int(hard.sum()), "clips_skipped": skipped[k],
+                 "no_face": int(sum(not r["face_found"] for r in lst)), "all": {}, "hard": {}}
+        for name in names:
+            vals = np.array([r[name] for r in lst]) if lst else np.zeros(0)
+            entry["all"][name] = _mean(vals)
+            entry["hard"][name] = _mean(vals[hard]) if len(vals) == len(hard) and len(vals) else None
+        if opts.protocol == "self":
+            if opts.fid_weights and feats_real and feats_fake[(m, k)]:
+                from reenact.metrics.fid import fid_from_features
+
+                entry["fid"] = fid_from_features(np.concatenate(feats_real), np.concatenate(feats_fake[(m, k)]))
+            else:
+                entry["fid"] = "unavailable" if not opts.fid_weights else "too few images"
+        res["results"].setdefault(m, {})[str(k)] = entry
+    return res
+
+
+def _fmt(v, spec: str) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return spec.format(v)
+
+
+def results_markdown(res: dict) -> str:
+    """The tables of ``results.md`` from a results dict."""
+    names = res["metrics"]
+    head = ["method", "K"] + [_TITLES[n][0] for n in names] + ["no face"]
+    lines = [f"# reenact eval: {res['protocol']}-reenactment", "",
+             f"{len(res['clips'])} clips of the `{res['split']}` split of `{res['data']}`, "
+             f"{res['options']['frames_per_clip']} targets per clip, seed {res['options']['seed']}.", ""]
+    for subset, title in (("all", "All targets"), ("hard", "Hard frames (mouth opening far from the sources')")):
+        lines += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m, per_k in res["results"].items():
+            for k, e in per_k.items():
+                cells = [m, k] + [_fmt(e[subset][n], _TITLES[n][1]) for n in names]
+                n_t = e["targets"] if subset == "all" else e["hard_targets"]
+                cells.append(f"{e['no_face']}/{e['targets']}" if subset == "all" else f"({n_t} frames)")
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if res["protocol"] == "self":
+        fid = {f"{m} K={k}": e.get("fid") for m, per_k in res["results"].items() for k, e in per_k.items()}
+        lines.append("FID: " + ", ".join(f"{key}: {v:.2f}" if isinstance(v, float) else f"{key}: {v}"
+                                        for key, v in fid.items()))
+        if res.get("real"):
+            lines.append(f"Real frames: CPBD {_fmt(res['real']['cpbd'], '{:.3f}')}, "
+                         f"no face found in {res['real']['no_face']}.")
+    lines.append(f"AV sync: {res['av_sync']['status']} ({res['av_sync'].get('reason', '')}).")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _label(text: str, width: int) -> np.ndarray:
+    import cv2
+
+    h = max(16, width // 10)
+    strip = np.full((h, width, 3), 255, np.uint8)
+    scale = h / 40
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.putText(strip, text, (max(2, (width - tw) // 2), (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def grid_image(rows: list[list[np.ndarray]], labels: list[str]) -> np.ndarray:
+    """Tiles (each (S, S, 3) uint8) in rows, at full resolution, under a header of column labels."""
+    s = rows[0][0].shape[1]
+    header = np.concatenate([_label(t, s) for t in labels], 1)
+    body = np.concatenate([np.concatenate(r, 1) for r in rows], 0)
+    return np.concatenate([header, body], 0)
+
+
+def _write_outputs(out: Path, res: dict, grid_rows: dict, opts: EvalOptions) -> list[Path]:
+    from reenact import io
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    with io.atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(res, indent=2, default=str))
+    files.append(out / "results.json")
+    with io.atomic_path(out / "results.md") as tmp:
+        tmp.write_text(results_markdown(res))
+    files.append(out / "results.md")
+    second = "real" if opts.protocol == "self" else "driver"
+    for k, rws in grid_rows.items():
+        if rws:
+            path = out / f"grid_k{k}.png"
+            io.write_image(path, grid_image(rws, ["source", second] + [f"{m} K={k}" for m in opts.methods]))
+            files.append(path)
+    return files
