@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from finetune.base import BaseModel
-from finetune.losses import content_loss, d_hinge, feature_matching, g_hinge
+from reenact.losses import ContentLoss, d_hinge, feature_matching, g_hinge
 from finetune.shots import Shot
 from reenact.errors import ReenactError
 
@@ -116,13 +116,7 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
     lr_d = float(tc.lr_d if opt.lr_d is None else opt.lr_d)
     betas = tuple(float(b) for b in tc.betas)
     amp = dev.type == "cuda"  # bf16 autocast on GPU, as in stage 1; CPU stays fp32
-    unsupported = [c for c in lc.content if c != "pyramid"]
-    if unsupported:
-        import warnings
-
-        warnings.warn(f"fine-tuning uses the pixel content loss only; the base model's {unsupported} content "
-                      "term(s) are not applied in stage 2", stacklevel=3)
-
+    content = ContentLoss(lc).to(dev)  # the stage-1 content terms (incl. VGG when the base model used it)
     G = base.generator_copy().train()
     D = base.build_discriminator().train()
     psi = nn.Parameter(psi0.clone())
@@ -164,9 +158,9 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
                 fake = G.forward_psi(lmk, psi, **sources(p[:, 0]))
                 wd = w.detach().expand(B, -1)
                 scores, feats = D(torch.cat([real, fake]), torch.cat([lmk, lmk]), w=torch.cat([wd, wd]))
-            terms = content_loss(fake, real, float(lc.pyramid_weight), float(lc.ssim_weight), int(lc.pyramid_levels))
-            terms["adv"] = weights["adv"] * g_hinge(scores[B:])
-            terms["fm"] = weights["fm"] * feature_matching([f[:B] for f in feats], [f[B:] for f in feats])
+            terms = {k: content.weights[k] * v for k, v in content(fake, real).items()}
+            terms["adv"] = weights["adv"] * g_hinge(scores[B:])["adv"]
+            terms["fm"] = weights["fm"] * feature_matching([f[:B] for f in feats], [f[B:] for f in feats])["fm"]
             g_total = sum(terms.values())
             opt_g.zero_grad(set_to_none=True)
             g_total.backward()
@@ -176,7 +170,7 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
             D.requires_grad_(True)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 scores, _ = D(torch.cat([real, fake.detach()]), torch.cat([lmk, lmk]), w=w.expand(2 * B, -1))
-            d_total = d_hinge(scores[:B], scores[B:])
+            d_total = sum(d_hinge(scores[:B], scores[B:]).values())
             opt_d.zero_grad(set_to_none=True)
             d_total.backward()
             opt_d.step()

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 
 from meta_learning import distributed as dist_utils
 from meta_learning.distributed import DistEnv
-from meta_learning.losses import ContentLoss, d_hinge, embedding_match, feature_matching, g_hinge
+from reenact.losses import ContentLoss, d_hinge, embedding_match, feature_matching, g_hinge
 from reenact.checkpoint import (LATEST, atomic_write_text, load_checkpoint, prune_checkpoints, save_checkpoint,
                                 write_latest)
 from reenact.errors import CheckpointError, ReenactError

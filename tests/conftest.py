@@ -105,3 +105,18 @@ def _train_tiny(tmp_path_factory, prepared_dir, generator: str) -> Path:
     path = out / "checkpoints" / f"step_{steps:07d}"
     assert (path / "model.safetensors").exists(), f"no checkpoint written at {path}"
     return path
+
+
+@pytest.fixture(scope="session")
+def identity_frames(data_dir) -> dict:
+    """Real full-resolution RGB frames for identity metrics: ``same`` two frames (1.5 s apart) of one person's
+    clip, ``other`` a frame of another person (the first two clips of ``three_clips()``)."""
+    import numpy as np
+
+    from reenact import io
+
+    a, b = three_clips()[:2]
+    fa = list(io.read_frames(data_dir / a["file"], start=0, step=37, max_frames=2))
+    fb = next(io.read_frames(data_dir / b["file"], start=10, max_frames=1))
+    return {"same": [np.ascontiguousarray(f) for f in fa], "other": np.ascontiguousarray(fb),
+            "identities": (a["identity"], b["identity"])}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meta_learning import losses as L
+from reenact import losses as L
 from reenact.config import load_config
 from reenact.errors import CheckpointError
 from reenact.models import build_discriminator, build_embedder, build_generator, count_params
@@ -117,10 +117,33 @@ def test_preset_parameter_counts():
     assert sum(counts["tiny"]) < 200_000
 
 
-def test_unknown_generator_variant(cfg):
+def test_generator_variants(cfg):
+    from reenact.models import Generator, WarpGenerator
+
+    assert isinstance(build_generator(load_config("tiny", ["model.generator=warp"]).model), WarpGenerator)
+    assert isinstance(build_generator(load_config("tiny").model), Generator)
+    with pytest.raises(ValueError, match="'base', 'warp'"):
+        build_generator(load_config("tiny", ["model.generator=nope"]).model)
+
+
+def test_warp_generator_starts_from_the_warped_source(cfg):
+    """At initialisation the residual flow is zero and the mask favours the warp: with the target landmarks equal
+    to the source's, the output is close to the source frame, far from another frame."""
+    from reenact.models import build_embedder
+
     m = load_config("tiny", ["model.generator=warp"]).model
-    with pytest.raises(ValueError, match="warp"):
-        build_generator(m)
+    torch.manual_seed(0)
+    G, E = build_generator(m).eval(), build_embedder(m).eval()
+    R = m.resolution
+    src = torch.rand(2, 2, 3, R, R) * 2 - 1
+    pts = torch.rand(2, 2, 68, 2) * (R / 2) + R / 4
+    e, _ = E(src, torch.zeros_like(src))
+    with torch.no_grad():
+        out = G(torch.zeros(2, 3, R, R), e, src=src[:, :1], src_points=pts[:, :1], tgt_points=pts[:, 0])
+    assert out.shape == (2, 3, R, R)
+    assert (out - src[:, 0]).abs().mean() < 0.5 * (out - src[:, 1]).abs().mean()
+    with pytest.raises(ValueError, match="needs src"):
+        G(torch.zeros(2, 3, R, R), e)
 
 
 # --- losses -------------------------------------------------------------------------------------------------

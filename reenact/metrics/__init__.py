@@ -1,4 +1,4 @@
-"""Evaluation metrics of the papers, each in its own module (all lazy about heavy imports):
+"""Evaluation metrics of the papers, each in its own module (dlib, scipy and kornia load on first use):
 
 - ``psnr_ssim``: PSNR, SSIM (kornia, window 11, [0, 1] RGB);
 - ``regions``: mouth/eye boxes from the target landmarks, region SSIM/PSNR, mouth opening, "hard frames";

@@ -127,16 +127,18 @@ def cpbd(image: np.ndarray, box: Box | None = None) -> float:
     return float((p <= P_JNB).mean()) if len(p) else float("nan")
 
 
-def sharpness(fake: np.ndarray, real: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
+def sharpness(fake: np.ndarray, real: np.ndarray, points: np.ndarray, real_cpbd: bool = True) -> dict[str, np.ndarray]:
     """Per image of (N, H, W, 3) ``fake``/``real`` with target ``points`` (N, 68, 2), on the face box:
-    ``lapvar_ratio`` (output / real variance of the Laplacian), ``cpbd`` (output) and ``cpbd_real``."""
+    ``lapvar_ratio`` (output / real variance of the Laplacian), ``cpbd`` (output) and, if ``real_cpbd``,
+    ``cpbd_real``."""
     fake, real = np.asarray(fake), np.asarray(real)
     n, h, w = fake.shape[:3]
-    out = {k: np.zeros(n) for k in ("lapvar_ratio", "cpbd", "cpbd_real")}
+    out = {k: np.zeros(n) for k in ("lapvar_ratio", "cpbd") + (("cpbd_real",) if real_cpbd else ())}
     for i in range(n):
         box = face_box(points[i], h, w)
         lr = laplacian_variance(real[i], box)
         out["lapvar_ratio"][i] = laplacian_variance(fake[i], box) / lr if lr > 0 else np.nan
         out["cpbd"][i] = cpbd(fake[i], box)
-        out["cpbd_real"][i] = cpbd(real[i], box)
+        if real_cpbd:
+            out["cpbd_real"][i] = cpbd(real[i], box)
     return out

@@ -1,5 +1,5 @@
-"""Losses of meta-learning (Zakharov et al. 2019). Every function returns a dict of named, unweighted scalars;
-the trainer weights them with ``LossConfig``.
+"""Losses of both stages of Zakharov et al. 2019 (meta-learning and fine-tuning; `meta_learning` and `finetune`
+share them). Every function returns a dict of named, unweighted scalars; the caller weights them with ``LossConfig``.
 
 - ``d_hinge`` / ``g_hinge``: hinge adversarial losses of the projection discriminator.
 - ``feature_matching``: L1 between D's residual-block activations on the real and the generated frame
