@@ -340,9 +340,10 @@ class Trainer:
         every = int(self.tc.sample_every)
         if every and (step + 1) % every == 0:  # keep copies only when a grid is due (no batch kept alive)
             n = min(B, 4)
-            self._last_images = {k: v[:n].detach().float().clone() for k, v in
-                                 (("source", src[:, 0]), ("landmarks", lmk[:, K]), ("generated", fake_d),
-                                  ("target", tgt))}
+            cols = [("source", src[:, 0]), ("landmarks", lmk[:, K]), ("generated", fake_d), ("target", tgt)]
+            aux = getattr(self.G, "last_aux", {})  # warp-guided G: the fused warp and its blend mask
+            cols[2:2] = [(k, aux[k].expand(-1, 3, -1, -1)) for k in ("warp", "mask") if k in aux]
+            self._last_images = {k: v[:n].detach().float().clone() for k, v in cols}
         self.step += 1
         self.history.append((self.step, logs))
         return logs
@@ -447,12 +448,12 @@ class Trainer:
         return {k: v / n for k, v in sums.items()}
 
     def save_samples(self) -> Path | None:
-        """PNG grid, one row per episode: source frame | target landmarks | generated | target."""
+        """PNG grid, one row per episode: source frame | target landmarks | [warp | mask |] generated | target."""
         if not self._last_images:
             return None
         from PIL import Image
 
-        cols = [self._last_images[k].float().clamp(-1, 1) for k in ("source", "landmarks", "generated", "target")]
+        cols = [v.float().clamp(-1, 1) for v in self._last_images.values()]
         grid = torch.cat([torch.cat(list(c), dim=1) for c in cols], dim=2)  # (3, n*R, 4*R)
         img = ((grid + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         folder = self.out_dir / "samples"

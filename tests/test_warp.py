@@ -32,7 +32,7 @@ def test_warp_at_own_landmarks_is_identity(clip, kind):
     p = torch.from_numpy(pts[:1])
     out = warp_to_landmarks(src, p, p, kind)
     assert out.shape == src.shape and out.dtype == src.dtype
-    assert (out - src).abs().max() < 1e-2
+    assert (out - src).abs().max() < 0.05  # gray levels of 255: float32 rounding of the solve
 
 
 @pytest.mark.parametrize("kind", ["tps", "pa"])
