@@ -38,8 +38,9 @@ def main():
     dt = time.time() - t0
     print(results_markdown(rep.results))
     n = sum(e["targets"] for per_k in rep.results["results"].values() for e in per_k.values())
-    print(f"{len(rep.results['clips'])} clips, {n} rendered targets in {dt:.0f} s on {platform.processor() or platform.machine()} "
-          f"({os.cpu_count()} cores); outputs in {a.out}")
+    cpu = platform.processor() or platform.machine()
+    print(f"{len(rep.results['clips'])} clips, {n} rendered targets in {dt:.0f} s on {cpu} ({os.cpu_count()} cores); "
+          f"outputs in {a.out}")
 
 
 if __name__ == "__main__":

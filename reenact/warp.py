@@ -30,7 +30,10 @@ import torch.nn.functional as F
 
 WarpKind = Literal["tps", "pa"]
 # Which densification the ``warp`` reference method uses. Piecewise-affine is the classical face-morphing warp
-# and is the one that matches the OpenCV reference (tests/test_warp.py measures both).
+# and the one that matches the OpenCV reference: measured on 12 frame pairs of 6 held-out 256 px clips, mean
+# absolute difference inside the face 0.00-0.04 gray levels for "pa", 0.6-5.0 (mean 2.1) for "tps" (TPS bends
+# smoothly where PA is linear per triangle, e.g. between the brows and the fixed top border). On the self
+# protocol the two score alike (SSIM 0.765 pa, 0.767 tps).
 DEFAULT_KIND: WarpKind = "pa"
 
 # Ridge added to the TPS kernel diagonal (coordinates normalised to [0, 1]). It keeps the system solvable when
@@ -256,8 +259,8 @@ def warp_opencv(image: np.ndarray, src_points: np.ndarray, dst_points: np.ndarra
         if x1 <= x0 or y1 <= y0:
             continue
         m = cv2.getAffineTransform((d - [x0, y0]).astype(np.float32), s.astype(np.float32))  # patch pixel -> source pixel
-        patch = cv2.warpAffine(image, m, (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REPLICATE)
+        patch = cv2.warpAffine(image, m, (int(x1 - x0), int(y1 - y0)),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillConvexPoly(mask, np.round((d - [x0, y0]) * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
         sel = mask.astype(bool)

@@ -297,17 +297,10 @@ def cross_metrics(fake: np.ndarray, tgt_points: np.ndarray, source_desc: np.ndar
 # ------------------------------------------------------------------------------------------------ running
 
 @dataclass
-class _Sample:
-    """Everything one evaluated (clip, K) needs, for every method."""
-
-    clip: int
-    src: np.ndarray  # stored-frame indices
-    tgt: np.ndarray
-    gap: np.ndarray  # (N,) mouth-opening gap to the closest source
-
-
-@dataclass
 class EvalReport:
+    """What :func:`run_eval` returns: the results dict (as in results.json), the output folder, the files
+    written and the wall time."""
+
     results: dict
     out_dir: Path
     files: list[Path] = field(default_factory=list)

@@ -10,7 +10,8 @@ Image Blur Metric Based on the Cumulative Probability of Blur Detection (CPBD)",
 just-noticeable-blur (JNB) model of Ferzli & Karam 2009:
 
 1. edges: Canny on the gray image (Gaussian pre-smoothing sigma sqrt(2); hysteresis thresholds set per image,
-   high = 70th percentile of the gradient magnitude (at least max / 64), low = 0.4 x high, as MATLAB's ``edge(I, 'canny')``);
+   high = 70th percentile of the gradient magnitude (at least max / 64), low = 0.4 x high, as MATLAB's
+   ``edge(I, 'canny')``);
 2. the image is cut into 64 x 64 blocks; a block with more than 0.2% edge pixels is an edge block, with
    contrast C = max - min of its gray values and JNB width ``w_JNB = 5`` if ``C <= 50`` else 3;
 3. at every edge pixel of an edge block the edge width ``w`` is the distance between the local intensity
@@ -18,6 +19,10 @@ just-noticeable-blur (JNB) model of Ferzli & Karam 2009:
    columns for mostly vertical ones; Marziliano et al.'s width, measured along rows only in the paper);
 4. ``P_blur = 1 - exp(-(w / w_JNB) ** 3.6)``; CPBD is the fraction of edge pixels with ``P_blur <= 63%``
    (``P_JNB``: a width equal to the JNB width gives 1 - 1/e = 63.2%).
+
+Absolute values depend on the image's resolution history: 256 px crops upscaled from small faces in the
+source videos score low (real frames of the shared clips: ~0.03 at 256 px), so compare methods on one data
+set, never across data sets.
 """
 from __future__ import annotations
 
