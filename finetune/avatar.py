@@ -293,6 +293,14 @@ class Avatar:
         S = self.resolution
         return np.stack([paste_back(frame, c, src.matrix, face_mask(p, S)) for c, p in zip(crops, crop_pts)])
 
+    def drive(self, frames, **options):
+        """Drive the avatar with a stream of RGB uint8 frames (camera, video, any iterator), lazily: returns an
+        iterator that yields one output frame per input frame as it is made (identity-preserving retargeting;
+        see ``puppeteer.drive.drive`` for the options, e.g. ``into=photo`` to paste back)."""
+        from puppeteer.drive import drive  # lazy: finetune does not depend on puppeteer at import
+
+        return drive(self, frames, **options)
+
     # -- file ---------------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
         """Everything the file stores, as CPU tensors (see the module doc)."""
@@ -374,8 +382,8 @@ class Avatar:
             raise CheckpointError(f"{path}: malformed avatar file ({type(exc).__name__}: {exc})") from None
 
 
-def read_avatar_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """Metadata and tensors of an avatar file; CheckpointError if it is missing, unreadable or not an avatar."""
+def _open_avatar(path: str | os.PathLike, tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata (and tensors, if asked) of a file that must be a reenact avatar; CheckpointError otherwise."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -384,11 +392,17 @@ def read_avatar_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str,
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a reenact avatar (metadata format={meta.get('format')!r})")
+    return meta, out
+
+
+def read_avatar_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of an avatar file; CheckpointError if it is missing, unreadable or not an avatar."""
+    meta, tensors = _open_avatar(path, tensors=True)
     if int(meta.get("format_version", "0")) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: avatar format version {meta['format_version']} is newer than this "
                               f"reenact understands ({FORMAT_VERSION}); upgrade reenact")
@@ -402,16 +416,4 @@ def read_avatar_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str,
 
 def read_avatar_metadata(path: str | os.PathLike) -> dict[str, str]:
     """Only the metadata of an avatar file (cheap: the tensors are not read)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: avatar file not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a reenact avatar (metadata format={meta.get('format')!r})")
-    return meta
+    return _open_avatar(path, tensors=False)[0]
