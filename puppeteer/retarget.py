@@ -8,8 +8,7 @@ its jaw width, eye distance and nose:
 
 1. *Normalise.* Each driver frame is mapped onto the driver's reference frame by the least-squares similarity
    (rotation, uniform scale, translation) of its rigid points: eye corners, nose and the face contour at the
-   ears. What is left after this
-   map is expression; the map itself is the head pose.
+   ears. What is left after this map is expression; the map itself is the head pose.
 2. *Per-part deltas* (in the reference's coordinates, carried into the avatar's by the similarity ``S`` that
    maps the driver's reference face onto the avatar's, fitted on the same rigid points):
 
@@ -17,14 +16,15 @@ its jaw width, eye distance and nose:
    - ``mouth``: outer and inner lips move by the driver's lip deltas, rotated by ``S`` and scaled by the ratio
      of the avatar's and driver's mouth widths (a wide mouth opens proportionally). The deltas are taken
      between closed mouths (:func:`close_mouth` of the reference and of the avatar), so the mouth opens as
-     much as the driver's whatever it does in the driver's reference frame and in the avatar's photo: a
-     talking driver has no closed-mouth frame in its first second, and a smiling photo shows teeth. Deltas are taken relative
-     to the upper lip's centre, which is fixed to the upper jaw: a whole-mouth shift against the nose is what
-     nodding or turning looks like in 2D, not speech, and copying it would change the avatar's proportions.
-     The jaw follows the mouth: the driver's chin drop (the jaw points' motion along the face's vertical,
-     fitted to a profile that is 1 at the chin and 0 at the ears) moves the avatar's jaw points along its own
-     vertical by that profile, so the jaw opens but never changes width. Inner lips never cross (crossing
-     pairs, which detectors produce on pressed lips, meet in the middle, in the inputs and in the result).
+     much as the driver's whatever it does in the driver's reference frame and in the avatar's photo (a
+     talking driver may have no closed-mouth frame in its first second; a smiling photo shows teeth). They
+     are taken relative to the upper lip's centre, which is fixed to the upper jaw: a whole-mouth shift
+     against the nose is what nodding or turning looks like in 2D, not speech, and copying it would change
+     the avatar's proportions. The jaw follows the mouth: the driver's chin drop (the jaw points' motion
+     along the face's vertical, fitted to a profile that is 1 at the chin and 0 at the ears) moves the
+     avatar's jaw points along its own vertical by that profile, so the jaw opens but never changes width.
+     Inner lips never cross (crossing pairs, which detectors produce on pressed lips, meet in the middle, in
+     the inputs and in the result).
    - ``eyes``: the lid openings, as ratios of eye width, are compared with the reference's: the avatar's lid
      gap is scaled by the driver's relative opening (0 = closed: blinks), per eye, about the avatar's own lid
      midline, so narrow eyes stay narrow.

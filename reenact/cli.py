@@ -153,6 +153,99 @@ def _cmd_eval(a):
     print(f"wrote {', '.join(str(f) for f in rep.files)} in {rep.seconds:.0f} s")
 
 
+def _drive_options(a):
+    from puppeteer.retarget import RetargetOptions
+    from reenact.errors import InputError
+
+    try:
+        return RetargetOptions(mode=a.mode, parts=RetargetOptions.parse_parts(a.parts), reference=a.reference)
+    except ValueError as e:
+        raise InputError("--mode/--parts/--reference", str(e)) from None
+
+
+def _drive(a, avatar, into, camera=None):
+    """Shared by `animate` and `puppeteer`: drive ``avatar`` from --driver (or an opened --camera)."""
+    from puppeteer.drive import puppeteer_video, record_live
+
+    opts = _drive_options(a)
+    if camera is not None:
+        live = record_live(avatar, camera, a.output, camera.fps, crf=a.crf, progress=not a.no_progress,
+                           into=into, options=opts, smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval,
+                           source=f"camera {a.camera}")
+        print(f"{live.count} frames from camera {a.camera} -> {a.output} (no face in {len(live.missing)})")
+        return
+    res = puppeteer_video(avatar, a.driver, a.output, into=into, shot=getattr(a, "shot", 0), options=opts,
+                          smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval, audio=not a.no_audio,
+                          crf=a.crf, max_frames=a.max_frames, progress=not a.no_progress)
+    audio = f", {res.audio_seconds:.2f} s of audio" if res.audio_seconds is not None else ", no audio"
+    held = f"; no face in {res.held} frame(s), interpolated" if res.held else ""
+    print(f"{res.frames} frames at {res.fps:g} fps ({res.size[1]}x{res.size[0]}{audio}, reference frame "
+          f"{res.reference}){held} -> {res.output}")
+
+
+def _open_camera(a):
+    if a.camera is None:
+        return None
+    from puppeteer.drive import Camera
+
+    return Camera(a.camera, max_frames=a.max_frames)
+
+
+def _cmd_animate(a):
+    from reenact import io
+    from reenact.api import Reenactor
+
+    _drive_options(a)  # bad options fail before the slow part
+    camera = _open_camera(a)
+    r = Reenactor.load(a.checkpoint, device=a.device)
+    avatar = r.personalize([a.portrait], steps=a.steps, landmarks=[a.landmarks] if a.landmarks else None,
+                           multiple="largest" if a.largest else "error", progress=not a.no_progress, seed=a.seed)
+    if a.save_avatar:
+        avatar.save(a.save_avatar)
+    _drive(a, avatar, None if a.crop else io.read_image(a.portrait), camera)
+
+
+def _cmd_puppeteer(a):
+    from puppeteer.drive import source_image
+    from reenact import io
+    from reenact.api import open_avatar
+    from reenact.errors import InputError
+
+    _drive_options(a)
+    camera = _open_camera(a)
+    avatar = open_avatar(a.avatar, a.checkpoint, device=a.device)
+    if not 0 <= a.shot < avatar.shots:
+        raise InputError(a.avatar, f"--shot {a.shot}: the avatar has {avatar.shots} source image(s)")
+    into = None
+    if not a.crop:
+        into = io.read_image(a.source if a.source else source_image(avatar, a.shot))
+    _drive(a, avatar, into, camera)
+
+
+def _add_drive_args(s) -> None:
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--driver", metavar="VIDEO", help="video of the person whose motion drives the avatar")
+    src.add_argument("--camera", type=int, metavar="N", help="drive live from OpenCV capture device N")
+    s.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
+    s.add_argument("--crop", action="store_true", help="write the rendered face crop only (no paste-back)")
+    s.add_argument("--mode", choices=["relative", "absolute"], default="relative",
+                   help="relative (default): the driver's motion on the avatar's own face; absolute: the "
+                        "driver's landmarks as they are (same person)")
+    s.add_argument("--parts", default="all", help="what follows the driver in relative mode: comma list of pose, "
+                                                  "expression, mouth, eyes (default all; gaze is not available "
+                                                  "from 68 landmarks)")
+    s.add_argument("--reference", type=int, default=None,
+                   help="driver frame taken as neutral (default: mouth most closed, eyes most open in the first "
+                        "second)")
+    s.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the driver's landmarks")
+    s.add_argument("--no-audio", action="store_true", help="do not copy the driver's audio")
+    s.add_argument("--keyframe-interval", type=int, default=10, help="detect faces every n frames (default 10)")
+    s.add_argument("--max-frames", type=int, default=None, help="only the first n driver frames")
+    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from reenact import __version__
 
@@ -254,6 +347,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid-rows", type=int, default=8, help="target frames shown in the grid images")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("animate", help="one shot: personalise to a portrait, then drive it with a video",
+                       description="Personalise a model to the face in PORTRAIT (--steps of fine-tuning, 0: "
+                                   "feed-forward), then drive it with the face in --driver: identity-preserving "
+                                   "retargeting, smoothed, pasted back into the portrait, with the driver's "
+                                   "audio, frame count and frame rate.")
+    s.add_argument("portrait", help="photo (or painting) of the person to animate")
+    _add_drive_args(s)
+    s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
+    s.add_argument("--steps", type=int, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--landmarks", metavar="F.npy", help="the portrait's (68, 2) landmarks, if detection fails")
+    s.add_argument("--largest", action="store_true", help="with several faces in the portrait, take the largest")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save-avatar", metavar="F.safetensors", help="also save the avatar")
+    s.set_defaults(func=_cmd_animate)
+
+    s = sub.add_parser("puppeteer", help="drive an avatar file with another person's video",
+                       description="Drive AVATAR (from `reenact finetune`) with the face in --driver: "
+                                   "identity-preserving retargeting, smoothed, pasted back into the avatar's "
+                                   "source image (or --crop), with the driver's audio, frame count and frame rate.")
+    s.add_argument("avatar", help="avatar file (.safetensors)")
+    _add_drive_args(s)
+    s.add_argument("--checkpoint", help="base model (default: the one recorded in the avatar, else the bundled one)")
+    s.add_argument("--source", help="the avatar's source image to paste into (default: the path it recorded)")
+    s.add_argument("--shot", type=int, default=0, help="which source image of the avatar (default 0)")
+    s.set_defaults(func=_cmd_puppeteer)
     return p
 
 

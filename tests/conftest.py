@@ -120,3 +120,13 @@ def identity_frames(data_dir) -> dict:
     fb = next(io.read_frames(data_dir / b["file"], start=10, max_frames=1))
     return {"same": [np.ascontiguousarray(f) for f in fa], "other": np.ascontiguousarray(fb),
             "identities": (a["identity"], b["identity"])}
+
+
+@pytest.fixture(scope="session")
+def speech_clip(data_dir) -> Path:
+    """A frontal speaker with audio whose face the detector finds confidently in every frame (a GRID corpus
+    clip, 360x288, 3 s): drivers for puppeteering tests, where a borderline detection would make flaky gaps."""
+    rows = [r for r in manifest() if r["file"].startswith("videos/grid") and r["has_audio"] == "1"
+            and float(r["face_frames_fraction"]) >= 1.0]
+    rows.sort(key=lambda r: r["file"])
+    return data_dir / rows[0]["file"]

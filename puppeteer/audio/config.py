@@ -1,0 +1,126 @@
+"""Configuration of the speech models (omegaconf structured config) and their checkpoints.
+
+The audio checkpoints use the project format (:mod:`reenact.checkpoint`: safetensors + meta.json + config.yaml).
+``config.yaml`` there is the image model's ``Config`` schema, which has no place for these settings, so the
+:class:`AudioConfig` is stored in ``meta.json`` under ``"audio_config"`` (and ``"kind"`` says which network).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from reenact.errors import CheckpointError
+
+
+@dataclass
+class A2LModelConfig:
+    """Audio-to-landmark network sizes (:class:`puppeteer.audio.model.AudioToLandmarks`)."""
+
+    channels: int = 96
+    dim: int = 128
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.1
+
+
+@dataclass
+class SyncModelConfig:
+    """Lip-sync expert sizes (:class:`puppeteer.audio.sync_expert.SyncNet`)."""
+
+    channels: int = 96
+    dim: int = 64
+    hidden: int = 256
+    dropout: float = 0.1
+    visual_input: str = "shape"  # "shape": 13 mouth-shape measures per frame; "points": the 40 coordinates
+
+
+@dataclass
+class AudioTrainConfig:
+    """Optimisation of one of the two networks."""
+
+    steps: int = 1500
+    batch_size: int = 32
+    length: int = 40  # frames per training sequence (audio-to-landmark); the expert uses 5 (+ offsets)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    val_every: int = 250
+
+
+@dataclass
+class AudioConfig:
+    """Everything the speech models need. ``window``: mel frames (10 ms) of audio context per video frame."""
+
+    window: int = 20
+    fps: float = 25.0
+    a2l: A2LModelConfig = field(default_factory=A2LModelConfig)
+    sync: SyncModelConfig = field(default_factory=SyncModelConfig)
+    train_a2l: AudioTrainConfig = field(default_factory=AudioTrainConfig)
+    train_sync: AudioTrainConfig = field(
+        default_factory=lambda: AudioTrainConfig(steps=2500, batch_size=64, length=5, lr=1e-3))
+    sync_weight: float = 0.05  # Wav2Lip-style expert loss on the audio-to-landmark model (0: off)
+    velocity_weight: float = 0.5  # match frame-to-frame motion too: smooth, non-jittery output
+    jaw_weight: float = 0.5  # jaw points follow head turns too, which audio cannot predict: trust them less
+    min_shift: int = 5  # off-sync negatives of the expert are shifted by at least this many frames
+    max_offset: int = 15
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # CPU threads for torch (0: torch's default); 1 is fastest on a busy shared machine
+
+
+def audio_config(overrides: list[str] | None = None, base: dict | None = None) -> AudioConfig:
+    """Defaults, then ``base`` (a dict, e.g. from a checkpoint), then dotted ``overrides`` (``train_a2l.steps=10``)."""
+    cfg = OmegaConf.structured(AudioConfig)
+    if base:
+        cfg = OmegaConf.merge(cfg, base)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return cfg  # type: ignore[return-value]
+
+
+def build(kind: str, cfg: AudioConfig):
+    """A fresh network of ``kind`` ("a2l" or "sync") for ``cfg``."""
+    from puppeteer.audio.model import AudioToLandmarks
+    from puppeteer.audio.sync_expert import SyncNet
+
+    if kind == "a2l":
+        m = cfg.a2l
+        return AudioToLandmarks(channels=m.channels, dim=m.dim, hidden=m.hidden, layers=m.layers, dropout=m.dropout)
+    if kind == "sync":
+        m = cfg.sync
+        return SyncNet(channels=m.channels, dim=m.dim, hidden=m.hidden, dropout=m.dropout, visual_input=m.visual_input)
+    raise ValueError(f"unknown audio network kind {kind!r} (expected 'a2l' or 'sync')")
+
+
+def save_audio_checkpoint(path: str | os.PathLike, kind: str, net, cfg: AudioConfig, meta: dict[str, Any],
+                          half: bool = False) -> Path:
+    """Write ``net`` in the project checkpoint format; ``half`` stores fp16 weights (shipped models)."""
+    import copy
+
+    from reenact.checkpoint import save_checkpoint
+
+    if half:
+        net = copy.deepcopy(net).half()
+    meta = dict(meta, kind=kind, audio_config=OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+    return save_checkpoint(path, {kind: net}, None, meta)
+
+
+def load_audio_checkpoint(path: str | os.PathLike, kind: str):
+    """(network in eval mode, AudioConfig, meta) from a checkpoint written by :func:`save_audio_checkpoint`."""
+    from reenact.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such audio checkpoint"
+                              + (" (the shipped weights are missing from this install)" if "weights" in path.parts
+                                 else ""))
+    ck = load_checkpoint(path, train_state=False)
+    if ck.meta.get("kind") != kind:
+        raise CheckpointError(f"{ck.path}: holds a {ck.meta.get('kind')!r} network, expected {kind!r}")
+    cfg = audio_config(base=ck.meta.get("audio_config"))
+    net = build(kind, cfg)
+    ck.load_into({kind: net})
+    return net.float().eval(), cfg, ck.meta

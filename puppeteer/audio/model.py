@@ -1,0 +1,67 @@
+"""Networks of the speech side: an audio-window encoder and the audio-to-landmark model.
+
+Both are pure ``nn.Module``s. Inputs are per-video-frame windows of normalised log-mel
+(:func:`puppeteer.audio.features.frame_windows`): ``(B, T, W, 80)``, W mel frames (10 ms each) centred on each
+video frame. Outputs are landmark displacements in the canonical frame (unit inter-ocular distance) of
+:mod:`puppeteer.audio.data`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from puppeteer.audio.data import ANIMATED
+
+
+class AudioEncoder(nn.Module):
+    """One mel window ``(N, W, n_mels)`` -> a feature vector ``(N, dim)``: 1-D convolutions over time with the mel
+    bins as channels (a phone spans a few 10 ms frames); the first one strided, since 20 ms steps still resolve
+    phones and it halves the cost. Mean + max pooling over time leaves the window length free."""
+
+    def __init__(self, n_mels: int = 80, channels: int = 96, dim: int = 128, dropout: float = 0.1):
+        super().__init__()
+
+        def block(cin, cout, k, stride):
+            return nn.Sequential(nn.Conv1d(cin, cout, k, stride, (k - 1) // 2), nn.GroupNorm(8, cout), nn.SiLU())
+
+        self.net = nn.Sequential(block(n_mels, channels, 4, 2), block(channels, channels, 3, 1),
+                                 block(channels, channels, 3, 2))
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(2 * channels, dim)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        h = self.net(mel.transpose(1, 2))  # (N, C, W / 4)
+        h = torch.cat([h.mean(-1), h.amax(-1)], 1)
+        return self.out(self.drop(h))
+
+
+class AudioToLandmarks(nn.Module):
+    """Speech -> per-frame displacements of the jaw and mouth (``ANIMATED``, 37 points) from the neutral face.
+
+    mel windows ``(B, T, W, 80)`` -> ``(B, T, 37, 2)`` in inter-ocular units. A per-frame audio encoder, then a
+    bidirectional GRU over frames (co-articulation: the mouth moves ahead of and after the sound), then a linear
+    head. ``scale`` (a buffer set from the training targets' deviation) lets the head work in unit-variance
+    numbers; the GRU's recurrence and the training's velocity loss keep the output smooth."""
+
+    def __init__(self, n_mels: int = 80, channels: int = 96, dim: int = 128, hidden: int = 128,
+                 layers: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.num_points = len(ANIMATED)
+        self.encoder = AudioEncoder(n_mels, channels, dim, dropout)
+        self.gru = nn.GRU(dim, hidden, layers, batch_first=True, bidirectional=True,
+                          dropout=dropout if layers > 1 else 0.0)
+        self.head = nn.Linear(2 * hidden, self.num_points * 2)
+        self.register_buffer("scale", torch.full((self.num_points, 2), 0.03))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        b, t = mel.shape[:2]
+        h = self.encoder(mel.flatten(0, 1)).view(b, t, -1)
+        h, _ = self.gru(h)
+        return self.head(h).view(b, t, self.num_points, 2) * self.scale
+
+
+def full_displacement(animated: torch.Tensor) -> torch.Tensor:
+    """``(..., 37, 2)`` displacements of ``ANIMATED`` -> ``(..., 68, 2)`` with zeros elsewhere."""
+    out = animated.new_zeros(animated.shape[:-2] + (68, 2))
+    out[..., torch.as_tensor(ANIMATED, device=animated.device), :] = animated
+    return out
