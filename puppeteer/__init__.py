@@ -9,7 +9,7 @@
         ...
 
 Pieces, imported lazily: ``puppeteer.retarget`` (``Retargeter``, ``RetargetOptions``, ``choose_reference``:
-landmark geometry only), ``puppeteer.tracking`` (``CheckedDetector``, ``LiveTracker``), ``puppeteer.drive``
+landmark geometry only), ``reenact.landmarks.live`` (``CheckedDetector``, ``LiveTracker``), ``puppeteer.drive``
 (``puppeteer_video``, ``animate``, ``drive`` / ``LiveDriver``, ``Camera``, ``Compositor``), ``puppeteer.measure``
 (``jitter``, ``shape_ratios``). Driving from speech will live in ``puppeteer.audio``.
 """
@@ -22,8 +22,8 @@ _LAZY = {
     "RetargetOptions": "puppeteer.retarget",
     "choose_reference": "puppeteer.retarget",
     "retarget": "puppeteer.retarget",
-    "CheckedDetector": "puppeteer.tracking",
-    "LiveTracker": "puppeteer.tracking",
+    "CheckedDetector": "reenact.landmarks.live",
+    "LiveTracker": "reenact.landmarks.live",
     "puppeteer_video": "puppeteer.drive",
     "animate": "puppeteer.drive",
     "drive": "puppeteer.drive",

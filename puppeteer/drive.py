@@ -192,7 +192,7 @@ def track_driver(driver: str | os.PathLike, detector=None, *, keyframe_interval:
 
     from reenact import io
     from reenact.landmarks.track import track_frames
-    from puppeteer.tracking import CheckedDetector
+    from reenact.landmarks.live import CheckedDetector
 
     driver = Path(driver)
     info = io.probe(driver)
@@ -347,7 +347,7 @@ class LiveDriver:
                  fps: float = 25.0, detector=None, keyframe_interval: int = 10,
                  reference_points: np.ndarray | None = None, multiple: Literal["error", "largest"] = "largest",
                  source: str = "<stream>"):
-        from puppeteer.tracking import LiveTracker
+        from reenact.landmarks.live import LiveTracker
 
         if not 0 <= shot < avatar.shots:
             raise IndexError(f"shot {shot} out of range: the avatar has {avatar.shots} source image(s)")

@@ -130,6 +130,10 @@ def track_frames(frames: Iterable[np.ndarray], detector: LandmarkDetector, *, fp
     overlapping the tracked one most; ``"error"`` raises MultipleFacesError at the first frame with more than one
     face. Frames without a face are marked invalid and, with ``fill``, interpolated (never a crash). Raises
     NoFaceError if no frame has a face.
+
+    The shape predictor returns a face-shaped fit even on a frame with no face, so a face that vanishes
+    between keyframes goes unnoticed here; wrap the detector in ``reenact.landmarks.live.CheckedDetector``
+    (a small confirming detection per fit) when that matters, as the puppeteer does for drivers.
     """
     rows: dict[int, tuple[np.ndarray, np.ndarray, float, bool]] = {}
     pending: list[tuple[int, np.ndarray]] = []  # frames waiting for the next detection
@@ -139,7 +143,11 @@ def track_frames(frames: Iterable[np.ndarray], detector: LandmarkDetector, *, fp
     n = 0
 
     def fit(t, frame, box):
-        face = detector.refine(frame, box)
+        try:
+            face = detector.refine(frame, box)
+        except NoFaceError:  # backends without a box-only fit detect, and may find nothing
+            miss(t)
+            return
         ok = _plausible(face.points, box, frame.shape[:2])
         rows[t] = (face.points, np.asarray(box, np.float32), 1.0 if ok else 0.0, ok)
         if progress is not None:

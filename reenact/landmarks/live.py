@@ -1,4 +1,4 @@
-"""Driver tracking for puppeteering: a detector wrapper that notices a lost face, and a per-frame live tracker.
+"""Tracking helpers for driving: a detector wrapper that notices a lost face, and a per-frame live tracker.
 
 ``reenact.landmarks.track.track_frames`` fits the shape predictor between keyframes inside a box taken from
 the detections around the frame. A shape predictor always returns a face-shaped set of points, even on a black
@@ -14,16 +14,8 @@ import cv2
 import numpy as np
 
 from reenact.errors import MultipleFacesError, NoFaceError
-from reenact.landmarks.base import FaceLandmarks, LandmarkDetector
-from reenact.landmarks.track import OneEuroFilter
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+from reenact.landmarks.base import FaceLandmarks, LandmarkDetector, _iou
+from reenact.landmarks.track import OneEuroFilter, _plausible as plausible
 
 
 class CheckedDetector(LandmarkDetector):
@@ -79,14 +71,6 @@ class CheckedDetector(LandmarkDetector):
         # small crop and pass on the whole frame: measured on shared clips, this second look removes the few
         # false alarms, and costs a full detection only on frames that failed the first.
         return any(_iou(f.box, box) >= self.min_iou for f in self.detector.detect(image))
-
-
-def plausible(points: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> bool:
-    """A fit that did not collapse (its width is 0.3-2x the box's) and overlaps the frame ``(H, W)``."""
-    lo, hi = points.min(0), points.max(0)
-    w = float(box[2] - box[0])
-    inside = hi[0] > 0 and hi[1] > 0 and lo[0] < size[1] and lo[1] < size[0]
-    return bool(inside and 0.3 * w < hi[0] - lo[0] < 2.0 * w)
 
 
 class LiveTracker:
