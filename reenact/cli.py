@@ -246,6 +246,55 @@ def _add_drive_args(s) -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _speech_args(a) -> dict:
+    return {"audio": a.audio, "text": a.text, "voice": a.voice, "rate": a.rate, "checkpoint": a.checkpoint,
+            "steps": a.steps, "device": a.device, "mouth_gain": a.mouth_gain, "speech_model": a.speech_model,
+            "seed": a.seed, "crf": a.crf, "progress": not a.no_progress}
+
+
+def _cmd_speak(a):
+    from puppeteer.audio.motion import MotionOptions
+    from puppeteer.audio.speak import speak
+
+    kw = _speech_args(a)
+    motion = MotionOptions(strength=a.motion, seed=a.seed)
+    r = speak(a.portrait, a.output, fps=a.fps, motion=motion, crop=a.crop, landmarks=a.landmarks, **kw)
+    print(f"wrote {r.output}: {r.frames} frames at {r.fps:g} fps, {r.audio_seconds:.2f} s of speech")
+
+
+def _cmd_lipsync(a):
+    from puppeteer.audio.speak import lipsync
+
+    kw = _speech_args(a)
+    r = lipsync(a.video, a.output, shots=a.shots, max_seconds=a.max_seconds, **kw)
+    print(f"wrote {r.output}: {r.frames} frames at {r.fps:g} fps, {r.audio_seconds:.2f} s of speech")
+
+
+def _cmd_train_audio(a):
+    from puppeteer.audio.train import main as train_audio
+
+    rc = train_audio(a.args)
+    if rc:
+        raise SystemExit(rc)
+
+
+def _add_speech_args(s) -> None:
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--audio", metavar="FILE", help="speech to say (wav, mp3, m4a, or a video's audio track)")
+    src.add_argument("--text", help="text to say, synthesised offline by eSpeak NG (pip install 'reenact[tts]')")
+    s.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
+    s.add_argument("--voice", default="en", help="eSpeak NG voice for --text (default en)")
+    s.add_argument("--rate", type=int, default=150, help="speaking rate for --text, words per minute (default 150)")
+    s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
+    s.add_argument("--steps", type=int, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--speech-model", metavar="DIR", help="audio-to-landmark checkpoint (default: the shipped one)")
+    s.add_argument("--mouth-gain", type=float, default=1.0, help="scale of the mouth motion (default 1)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from reenact import __version__
 
@@ -373,6 +422,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", help="the avatar's source image to paste into (default: the path it recorded)")
     s.add_argument("--shot", type=int, default=0, help="which source image of the avatar (default 0)")
     s.set_defaults(func=_cmd_puppeteer)
+
+    s = sub.add_parser("speak", help="make a portrait say an audio file or a text",
+                       description="Personalise a model to the face in PORTRAIT, predict mouth and jaw from the "
+                                   "speech (--audio, or --text by offline TTS), add blinks, head motion and brows, "
+                                   "render, paste back into the portrait and write the video with the speech.")
+    s.add_argument("portrait", help="photo (or painting) of the person")
+    _add_speech_args(s)
+    s.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
+    s.add_argument("--motion", type=float, default=1.0, help="natural motion strength, 0 (none) to 1 (default)")
+    s.add_argument("--crop", action="store_true", help="write the rendered face crop only (no paste-back)")
+    s.add_argument("--landmarks", metavar="F.npy", help="the portrait's (68, 2) landmarks, if detection fails")
+    s.set_defaults(func=_cmd_speak)
+
+    s = sub.add_parser("lipsync", help="re-voice a video: its face says new speech",
+                       description="Mouth and jaw from the new speech (--audio or --text), everything else from the "
+                                   "video's own landmarks; a model personalised on frames of the video renders each "
+                                   "frame, pasted back. The video plays forward and backward to the speech's length.")
+    s.add_argument("video", help="video of one talking face")
+    _add_speech_args(s)
+    s.add_argument("--shots", type=int, default=1, help="video frames to personalise on (default 1)")
+    s.add_argument("--max-seconds", type=float, default=120.0, help="use at most this much of the video")
+    s.set_defaults(func=_cmd_lipsync)
+
+    s = sub.add_parser("train-audio", help="train the speech models; same as python -m puppeteer.audio.train",
+                       description="Options: --data DIR --out DIR [--what both|sync|a2l] [key=value ...]")
+    s.add_argument("args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=_cmd_train_audio)
     return p
 
 

@@ -22,9 +22,10 @@ class A2LModelConfig:
 
     channels: int = 96
     dim: int = 128
-    hidden: int = 128
+    hidden: int = 128  # GRU width (temporal="gru")
     layers: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.3
+    temporal: str = "conv"  # "conv": +-0.24 s of context per frame; "gru": bidirectional GRU over the sequence
 
 
 @dataclass
@@ -58,7 +59,9 @@ class AudioConfig:
     fps: float = 25.0
     a2l: A2LModelConfig = field(default_factory=A2LModelConfig)
     sync: SyncModelConfig = field(default_factory=SyncModelConfig)
-    train_a2l: AudioTrainConfig = field(default_factory=AudioTrainConfig)
+    train_a2l: AudioTrainConfig = field(
+        default_factory=lambda: AudioTrainConfig(steps=800, batch_size=16, length=40, lr=2e-3, weight_decay=0.01,
+                                                 val_every=200))
     train_sync: AudioTrainConfig = field(
         default_factory=lambda: AudioTrainConfig(steps=2500, batch_size=64, length=5, lr=1e-3))
     sync_weight: float = 0.05  # Wav2Lip-style expert loss on the audio-to-landmark model (0: off)
@@ -88,7 +91,8 @@ def build(kind: str, cfg: AudioConfig):
 
     if kind == "a2l":
         m = cfg.a2l
-        return AudioToLandmarks(channels=m.channels, dim=m.dim, hidden=m.hidden, layers=m.layers, dropout=m.dropout)
+        return AudioToLandmarks(channels=m.channels, dim=m.dim, hidden=m.hidden, layers=m.layers, dropout=m.dropout,
+                                temporal=m.temporal)
     if kind == "sync":
         m = cfg.sync
         return SyncNet(channels=m.channels, dim=m.dim, hidden=m.hidden, dropout=m.dropout, visual_input=m.visual_input)

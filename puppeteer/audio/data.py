@@ -146,8 +146,21 @@ class Clip:
         return self._mel
 
 
-def load_clips(root, indices: list[int] | None = None, progress: bool = False) -> list[Clip]:
-    """The clips with audio of a prepared folder (``indices`` restricts to those dataset rows)."""
+def has_speech(audio: np.ndarray, fps: float = 25.0, min_peak_db: float = -50.0, min_range_db: float = 10.0) -> bool:
+    """Whether a clip's audio can be speech the face makes: not (digitally) silent, and with the pauses of speech
+    (the 90th and 10th percentiles of the per-frame energy at least ``min_range_db`` apart). A continuous sound
+    (music, a voice-over bed, noise) fails the second test."""
+    if len(audio) == 0:
+        return False
+    e = F.energy(audio, max(1, int(len(audio) / F.SAMPLE_RATE * fps)), fps)
+    return bool(e.max() >= min_peak_db and np.percentile(e, 90) - np.percentile(e, 10) >= min_range_db)
+
+
+def load_clips(root, indices: list[int] | None = None, progress: bool = False,
+               speech_only: bool = True) -> list[Clip]:
+    """The clips with audio of a prepared folder (``indices`` restricts to those dataset rows). ``speech_only``
+    drops clips whose audio fails :func:`has_speech` (silent tracks, music beds): they teach nothing about
+    lips."""
     from tqdm.auto import tqdm
 
     from reenact.data.dataset import PreparedDataset
@@ -163,6 +176,8 @@ def load_clips(root, indices: list[int] | None = None, progress: bool = False) -
             continue
         track = canonicalize(m["points"], valid)
         audio = ds.audio(i, F.SAMPLE_RATE)
+        if speech_only and not has_speech(audio, float(ds.records[i].fps)):
+            continue
         out.append(Clip(ds.records[i].key, track.displacement, valid, audio, float(ds.records[i].fps),
                         F.log_mel(audio)))
     return out

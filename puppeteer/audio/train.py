@@ -24,6 +24,7 @@ from puppeteer.audio.config import AudioConfig, audio_config, build, load_audio_
 from puppeteer.audio.data import ANIMATED, JAW, MOUTH_IN_ANIMATED, Batcher, Clip, load_clips
 from puppeteer.audio.model import AudioToLandmarks
 from puppeteer.audio.sync_expert import FRAMES, LipSyncExpert, SyncNet, contrastive_loss, sync_loss
+from reenact.checkpoint import atomic_write_text
 from reenact.landmarks.parts import MOUTH
 
 
@@ -82,10 +83,10 @@ def train_sync(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, 
             with torch.no_grad():
                 vl, va = contrastive_loss(net, vbatch["mel"].to(device), vbatch["disp"][:, :, MOUTH].to(device),
                                           cfg.max_offset, cfg.min_shift)
-            log.append({"step": step + 1, "loss": float(loss), "val_loss": float(vl), "val_acc": float(va)})
+            log.append({"step": step + 1, "loss": loss.item(), "val_loss": vl.item(), "val_acc": va.item()})
             if not progress:
                 print(f"sync {log[-1]}", file=sys.stderr, flush=True)
-            bar.set_postfix(loss=f"{float(loss):.3f}", val_acc=f"{float(va):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{va.item():.3f}")
     net.eval()
     _save(out, "sync", net, cfg, {"step": tc.steps, "seconds": time.time() - t0, "log": log})
     return net
@@ -138,7 +139,7 @@ def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, d
     opt, sched = _optimizer(net, tc)
     t0 = time.time()
     bar = tqdm(range(tc.steps), desc="audio->landmarks", disable=not progress)
-    log, best = [], None
+    log = []
     for step in bar:
         net.train()
         b = batcher.sample(tc.batch_size)
@@ -162,11 +163,11 @@ def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, d
         sched.step()
         if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
             m = evaluate_a2l(net, val, cfg, baselines=False)
-            log.append({"step": step + 1, "loss": float(loss), "pos": float(l_pos), "sync": float(l_sync),
+            log.append({"step": step + 1, "loss": loss.item(), "pos": l_pos.item(), "sync": l_sync.item(),
                         "val_mouth_l2": m["model"]["mouth_l2"]})
             if not progress:
                 print(f"a2l {log[-1]}", file=sys.stderr, flush=True)
-            bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{m['model']['mouth_l2']:.4f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{m['model']['mouth_l2']:.4f}")
     net.eval()
     _save(out, "a2l", net, cfg, {"step": tc.steps, "seconds": time.time() - t0, "log": log,
                                  "sync_weight": cfg.sync_weight if expert is not None else 0.0})
@@ -181,6 +182,18 @@ def predict_clip(net: AudioToLandmarks, mel: torch.Tensor, num_frames: int, fps:
     return net.eval()(win[None])[0].cpu().numpy()
 
 
+def calibrate_gain(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig) -> float:
+    """The factor that gives the predicted inner-lip opening the spread of the real one over ``clips`` (ratio of
+    deviations). Trained for least error, the model hedges where speech leaves the mouth uncertain and moves a
+    few times too little for a lively face; rendering multiplies by this. The opening, not all points: it is
+    what speech drives, while the other points' spread is mostly head pose and landmark noise."""
+    pred, tgt = [], []
+    for c in clips:
+        pred.append(_opening(predict_clip(net, c.mel, c.num_frames, c.fps, cfg.window)[c.valid]))
+        tgt.append(_opening(c.disp[:, ANIMATED][c.valid]))
+    return float(np.concatenate(tgt).std() / max(np.concatenate(pred).std(), 1e-8))
+
+
 def _opening(d: np.ndarray) -> np.ndarray:
     """Inner-lip opening (62..66 vertical gap, in ANIMATED index space relative to the neutral) per frame."""
     top, bottom = list(ANIMATED).index(62), list(ANIMATED).index(66)
@@ -188,24 +201,34 @@ def _opening(d: np.ndarray) -> np.ndarray:
 
 
 def _scores(pred: np.ndarray, tgt: np.ndarray, valid: np.ndarray) -> dict:
-    mouth = np.linalg.norm(pred[:, MOUTH_IN_ANIMATED] - tgt[:, MOUTH_IN_ANIMATED], axis=-1).mean(-1)
+    pm, tm = pred[:, MOUTH_IN_ANIMATED], tgt[:, MOUTH_IN_ANIMATED]
+    mouth = np.linalg.norm(pm - tm, axis=-1).mean(-1)
+    # Shape only: both mouths moved to a common centroid. Head pitch and yaw shift the whole mouth against the
+    # eyes in the image, which no audio can predict; the shape is what speech changes.
+    shape = np.linalg.norm((pm - pm.mean(1, keepdims=True)) - (tm - tm.mean(1, keepdims=True)), axis=-1).mean(-1)
     jaw = np.linalg.norm(pred[:, : len(JAW)] - tgt[:, : len(JAW)], axis=-1).mean(-1)
     po, to = _opening(pred)[valid], _opening(tgt)[valid]
     corr = float(np.corrcoef(po, to)[0, 1]) if po.std() > 1e-8 and to.std() > 1e-8 else 0.0
-    return {"mouth": mouth[valid], "jaw": jaw[valid], "corr": corr}
+    return {"mouth": mouth[valid], "shape": shape[valid], "jaw": jaw[valid], "corr": corr}
 
 
-def evaluate_a2l(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig, baselines: bool = True) -> dict:
+def evaluate_a2l(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig, baselines: bool = True,
+                 gain: float | None = None) -> dict:
     """Held-out errors (inter-ocular units, mean over valid frames of all clips) of the model, and with
     ``baselines``: zero displacement (the clip's mean mouth), shuffled audio (the model fed another held-out
-    clip's speech), and the opening correlation (Pearson, inner-lip gap, mean over clips)."""
+    clip's speech), and the opening correlation (Pearson, inner-lip gap, mean over clips). ``gain``: also score
+    the predictions scaled by it (``model_calibrated``, what rendering uses)."""
     rows = {"model": []}
+    if gain is not None:
+        rows["model_calibrated"] = []
     if baselines:
         rows.update({"mean_mouth": [], "shuffled_audio": []})
     for i, c in enumerate(clips):
         tgt = c.disp[:, ANIMATED]
         pred = predict_clip(net, c.mel, c.num_frames, c.fps, cfg.window)
         rows["model"].append(_scores(pred, tgt, c.valid))
+        if gain is not None:
+            rows["model_calibrated"].append(_scores(pred * gain, tgt, c.valid))
         if baselines:
             rows["mean_mouth"].append(_scores(np.zeros_like(tgt), tgt, c.valid))
             other = clips[(i + 1) % len(clips)]
@@ -216,6 +239,7 @@ def evaluate_a2l(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig, bas
     out = {}
     for name, lst in rows.items():
         out[name] = {"mouth_l2": float(np.concatenate([r["mouth"] for r in lst]).mean()),
+                     "mouth_shape_l2": float(np.concatenate([r["shape"] for r in lst]).mean()),
                      "jaw_l2": float(np.concatenate([r["jaw"] for r in lst]).mean()),
                      "opening_corr": float(np.mean([r["corr"] for r in lst]))}
     return out
@@ -230,6 +254,8 @@ def model_card(metrics: dict, cfg: AudioConfig, data: str, sizes: dict[str, int]
              f"the clips with audio of the training identities ({metrics['train_clips']} clips, "
              f"{metrics['train_minutes']:.1f} min); validated on the held-out identities of "
              f"`PreparedDataset.split(None, 0.1)` ({metrics['val_clips']} clips, {metrics['val_minutes']:.1f} min). "
+             f"Clips whose audio is silent or not speech-like (no pauses: music beds) are left out of both "
+             f"({metrics.get('dropped_clips', 0)} of {metrics.get('audio_clips', 0)} clips with audio). "
              f"Device: {metrics['device']}. Weights: fp16 safetensors in the project checkpoint format.", ""]
     if s:
         lines += ["## Lip-sync expert (`sync/`)", "",
@@ -243,25 +269,42 @@ def model_card(metrics: dict, cfg: AudioConfig, data: str, sizes: dict[str, int]
                   f"| audio delayed 5 frames: offset in 4..6 | {s['eval']['late_ok']:.0%} |",
                   f"| audio advanced 5 frames: offset in -6..-4 | {s['eval']['early_ok']:.0%} |",
                   f"| all three | {s['eval']['all_three_ok']:.0%} |", "",
-                  f"Mean confidence (median - min distance) on true tracks: {s['eval']['mean_confidence']:.3f}.", ""]
+                  f"Mean confidence (median - min distance) on true tracks: {s['eval']['mean_confidence']:.3f}.", "",
+                  "Per clip (offset in frames; positive: audio late):", "",
+                  "| clip | frames | offset | confidence | audio +5 | audio -5 |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['key']} | {r['frames']} | {r['offset']:+.0f} | {r['confidence']:.3f} | "
+                  f"{r['offset_late']:+.0f} | {r['offset_early']:+.0f} |" for r in s["eval"]["rows"]]
+        lines.append("")
     if a:
         lines += ["## Audio-to-landmark model (`a2l/`)", "",
-                  f"Conv mel encoder + 2-layer bidirectional GRU -> displacements of the 37 jaw and mouth points "
+                  f"Conv mel encoder + temporal model ({'residual temporal convolutions, +-0.24 s' if cfg.a2l.temporal == 'conv' else 'bidirectional GRU'}) -> displacements of the 37 jaw and mouth points "
                   f"from the clip's neutral (mean) shape in a canonical frame (unit inter-ocular distance). "
                   f"{cfg.train_a2l.steps} steps, batch {cfg.train_a2l.batch_size} x {cfg.train_a2l.length} frames, "
                   f"sync-expert loss weight {a['sync_weight']}, {a['seconds']:.0f} s. "
                   f"Size {sizes.get('a2l', 0) / 1e6:.2f} MB.", "",
-                  "Held-out errors (mean distance per point, inter-ocular units; lower is better) and inner-lip "
-                  "opening correlation with the truth (higher is better):", "",
-                  "| predictor | mouth L2 | jaw L2 | opening corr |", "|---|---|---|---|"]
-        for name, title in (("model", "model"), ("mean_mouth", "mean mouth (zero displacement)"),
+                  "Held-out errors (mean distance per point, inter-ocular units; lower is better; \"shape\": after "
+                  "moving both mouths to a common centroid, which removes head pitch/yaw effects audio cannot "
+                  "predict) and inner-lip opening correlation with the truth (Pearson, mean over clips; higher "
+                  "is better):", "",
+                  "| predictor | mouth L2 | mouth shape L2 | jaw L2 | opening corr |", "|---|---|---|---|---|"]
+        for name, title in (("model", "model"),
+                            ("model_calibrated", f"model x {a.get('render_gain', 1):.2f} (rendering gain)"),
+                            ("mean_mouth", "mean mouth (zero displacement)"),
                             ("shuffled_audio", "model on shuffled audio")):
+            if name not in a["eval"]:
+                continue
             m = a["eval"][name]
-            lines.append(f"| {title} | {m['mouth_l2']:.4f} | {m['jaw_l2']:.4f} | {m['opening_corr']:.3f} |")
+            lines.append(f"| {title} | {m['mouth_l2']:.4f} | {m['mouth_shape_l2']:.4f} | {m['jaw_l2']:.4f} | "
+                         f"{m['opening_corr']:.3f} |")
+        if "render_gain" in a:
+            lines += ["", f"Rendering gain {a['render_gain']:.2f}: trained for least error, the model hedges where "
+                          "speech leaves the mouth uncertain and moves too little; rendering (`SpeechModel`, "
+                          "`reenact speak`) scales its motion to the real motion's spread on the training clips."]
         if "sync_of_predictions" in a:
             sp = a["sync_of_predictions"]
             lines += ["", f"Lip-sync expert on the predicted tracks: abs(offset) <= 1 on {sp['in_sync_ok']:.0%} "
-                          f"of held-out clips, mean confidence {sp['mean_confidence']:.3f}."]
+                          f"of held-out clips, mean confidence {sp['mean_confidence']:.3f} (a sanity check: the "
+                          "model was trained with this expert's loss)."]
         lines.append("")
     lines += ["Landmark targets come from dlib on 256 px crops: their frame-to-frame jitter (about 0.015 inter-ocular "
               "units on rigid points) bounds how low the errors can go.", ""]
@@ -282,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sync", default=None, help="an existing sync-expert checkpoint for --what a2l")
     ap.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1 ...")
     ap.add_argument("--ship", default=None, help="also write fp16 copies + model card here")
+    ap.add_argument("--val", default=None, metavar="ID,ID",
+                    help="held-out identities (default: the project's fixed split, PreparedDataset.split(None, 0.1))")
+    ap.add_argument("--all-audio", action="store_true",
+                    help="keep clips whose audio is silent or not speech-like (dropped by default)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train_a2l.steps=500")
     args = ap.parse_args(argv)
@@ -296,12 +343,16 @@ def main(argv: list[str] | None = None) -> int:
     from reenact.data.dataset import PreparedDataset
 
     ds = PreparedDataset(args.data)
-    tr_idx, va_idx = ds.split(None, 0.1)
-    train, val = load_clips(args.data, tr_idx, progress), load_clips(args.data, va_idx, progress)
+    tr_idx, va_idx = ds.split(args.val.split(",") if args.val else None, 0.1)
+    speech = not args.all_audio
+    train = load_clips(args.data, tr_idx, progress, speech_only=speech)
+    val = load_clips(args.data, va_idx, progress, speech_only=speech)
     if not train or not val:
         raise SystemExit(f"{args.data}: need clips with audio in both splits (got {len(train)} train, {len(val)} val)")
     points = {ds.records[i].key: ds.meta(i)["points"] for i in va_idx if ds.records[i].has_audio}
+    n_audio = sum(r.has_audio for r in ds.records)
     metrics: dict = {"data": str(args.data), "device": str(device), "train_clips": len(train), "val_clips": len(val),
+                     "audio_clips": n_audio, "dropped_clips": n_audio - len(train) - len(val),
                      "train_minutes": sum(c.num_frames / c.fps for c in train) / 60,
                      "val_minutes": sum(c.num_frames / c.fps for c in val) / 60}
 
@@ -318,8 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("both", "a2l"):
         t = time.time()
         net = train_a2l(cfg, train, val, out, device, expert_net, progress)
-        ev = evaluate_a2l(net, val, cfg)
-        metrics["a2l"] = {"seconds": time.time() - t, "eval": ev,
+        gain = calibrate_gain(net, train, cfg)
+        ev = evaluate_a2l(net, val, cfg, gain=gain)
+        metrics["a2l"] = {"seconds": time.time() - t, "eval": ev, "render_gain": gain,
                           "sync_weight": cfg.sync_weight if expert_net is not None else 0.0}
         if expert_net is not None:
             from puppeteer.audio.data import canonicalize
@@ -334,21 +386,24 @@ def main(argv: list[str] | None = None) -> int:
             metrics["a2l"]["sync_of_predictions"] = {k: v for k, v in sp.items() if k != "rows"}
         print("audio->landmarks held-out mouth L2: " + ", ".join(f"{k} {v['mouth_l2']:.4f}" for k, v in ev.items()),
               file=sys.stderr)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     sizes = {}
     if args.ship:
         ship = Path(args.ship)
         for kind, net_ in (("sync", expert_net if "sync" in metrics else None),
                            ("a2l", net if "a2l" in metrics else None)):
             if net_ is not None:
-                p = save_audio_checkpoint(ship / kind, kind, net_.cpu(), cfg,
-                                          {"step": getattr(cfg, f"train_{kind}").steps, "metrics": {
-                                              k: v for k, v in metrics[kind].items() if k != "eval"}}, half=True)
+                summary = {k: v for k, v in metrics[kind].items() if k != "eval"}
+                summary["eval"] = {k: v for k, v in metrics[kind]["eval"].items() if k != "rows"}
+                meta = {"step": getattr(cfg, f"train_{kind}").steps, "metrics": summary}
+                if kind == "a2l":
+                    meta["render_gain"] = metrics["a2l"]["render_gain"]
+                p = save_audio_checkpoint(ship / kind, kind, net_.cpu(), cfg, meta, half=True)
                 sizes[kind] = _dir_size(p)
     card = model_card(metrics, cfg, args.data, sizes)
-    (out / "MODEL_CARD.md").write_text(card)
+    atomic_write_text(out / "MODEL_CARD.md", card)
     if args.ship:
-        (Path(args.ship) / "MODEL_CARD.md").write_text(card)
+        atomic_write_text(Path(args.ship) / "MODEL_CARD.md", card)
     return 0
 
 

@@ -13,6 +13,7 @@ Nothing is downloaded: without either, :class:`TTSUnavailableError` says how to 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import io
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import wave
 
 import numpy as np
 
-from reenact.errors import InputError
+from reenact.errors import InputError, ReenactError
 
 # espeak-ng's speak_lib.h constants
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -35,8 +36,8 @@ _EE_OK = 0
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
-class TTSUnavailableError(RuntimeError):
-    """No eSpeak NG on this machine."""
+class TTSUnavailableError(ReenactError, RuntimeError):
+    """No eSpeak NG on this machine (a ReenactError: the command line reports it without a traceback)."""
 
 
 class _Library:
@@ -100,11 +101,8 @@ def _binary() -> str | None:
 
 def available() -> str | None:
     """Which backend :func:`synthesize` would use: ``"espeakng-loader"``, ``"espeak-ng"`` (executable) or None."""
-    try:
-        import espeakng_loader  # noqa: F401, PLC0415
+    if importlib.util.find_spec("espeakng_loader") is not None:
         return "espeakng-loader"
-    except ImportError:
-        pass
     return "espeak-ng" if _binary() else None
 
 

@@ -1,18 +1,22 @@
-"""Audio-visual sync (offset and confidence) -- a hook, unavailable until a lip-sync expert exists.
+"""Audio-visual sync (offset and confidence) from a lip-sync expert.
 
-The papers measure lip sync with SyncNet (Chung & Zisserman 2016): the offset (in frames) where the audio and
-mouth embeddings agree best, and the confidence (median distance minus the minimum distance over offsets).
-reenact has no lip-sync expert network yet, and a metric must never be faked, so :func:`av_sync` reports
-itself unavailable. The speech work will provide an expert; it then plugs in here through the
-:class:`SyncExpert` protocol, and ``reenact eval`` reports the numbers without further changes.
+The papers measure lip sync with SyncNet (Chung & Zisserman 2016): embeddings of audio and mouth are compared at
+audio offsets of -15..15 frames; the offset is the argmin of the mean distance and the confidence the median minus
+the minimum distance. The expert here is the landmark-based one of ``puppeteer.audio.sync_expert`` (mouth
+landmarks, not pixels: it scores what a landmark-driven renderer was asked to draw, or, with landmarks detected on
+output frames, what it drew).
+
+Without an expert (no ``expert`` object and no ``checkpoint``) :func:`av_sync` reports itself unavailable: a
+metric is never faked, and evaluation reports go on saying so.
 """
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import numpy as np
 
-UNAVAILABLE = {"status": "unavailable", "reason": "no lip-sync expert network in reenact yet"}
+UNAVAILABLE = {"status": "unavailable", "reason": "no lip-sync expert given (pass a checkpoint, or 'default')"}
 
 
 class SyncExpert(Protocol):
@@ -23,11 +27,28 @@ class SyncExpert(Protocol):
                           sample_rate: int) -> tuple[float, float]: ...
 
 
-def av_sync(frames: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int = 16000,
-            expert: SyncExpert | None = None) -> dict:
-    """``{"status": "ok", "offset": frames, "confidence": c}`` from ``expert``, or ``UNAVAILABLE`` without
-    one. Never raises for a missing expert: evaluation reports go on and say the metric is unavailable."""
-    if expert is None:
+def load_expert(checkpoint: str | os.PathLike, device: str = "cpu"):
+    """The landmark lip-sync expert from a checkpoint directory; ``"default"``: the weights shipped with
+    ``puppeteer.audio``."""
+    from puppeteer.audio.sync_expert import LipSyncExpert  # lazy: the expert lives with the speech models
+
+    return LipSyncExpert.load(None if str(checkpoint) == "default" else checkpoint, device)
+
+
+def av_sync(frames_or_landmarks: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int = 16000,
+            expert: SyncExpert | None = None, checkpoint: str | os.PathLike | None = None) -> dict:
+    """AV sync of a clip: ``{"status": "ok", "offset": frames, "confidence": c, ...}``, or ``UNAVAILABLE``.
+
+    frames_or_landmarks: a landmark track ``(T, 68, 2)`` (any pixel frame) or RGB frames ``(T, H, W, 3)``
+    (landmarks are then detected with dlib). The expert is ``expert`` or loaded from ``checkpoint``. For a
+    landmark track and the landmark expert, the result also has ``min_dist`` and ``median_dist``. Offsets are in
+    frames at ``fps``; positive means the audio comes late. Never raises for a missing expert."""
+    if expert is None and checkpoint is None:
         return dict(UNAVAILABLE)
-    offset, conf = expert.offset_confidence(frames, audio, fps, sample_rate)
+    if expert is None:
+        expert = load_expert(checkpoint)
+    x = np.asarray(frames_or_landmarks)
+    if x.ndim == 3 and x.shape[1:] == (68, 2) and hasattr(expert, "av_sync"):
+        return expert.av_sync(x, audio, fps, sample_rate)
+    offset, conf = expert.offset_confidence(x, audio, fps, sample_rate)
     return {"status": "ok", "offset": float(offset), "confidence": float(conf)}

@@ -1,0 +1,301 @@
+"""Landmark tracks from speech, and the ``reenact speak`` / ``reenact lipsync`` pipelines.
+
+- :class:`SpeechModel`: the trained audio-to-landmark network (shipped weights by default); ``predict`` gives jaw
+  and mouth displacements (canonical units) per video frame relative to the *rest* mouth (what the model says
+  during the utterance's pauses), so silence leaves a face exactly as it is.
+- :func:`speech_track`: a portrait's landmarks + speech -> a ``(T, 68, 2)`` talking track with natural motion.
+- :func:`lipsync_track`: a video's own track with the mouth and jaw replaced from new speech.
+- :func:`speak` and :func:`lipsync`: personalise a model, render, paste back, write the mp4 with the audio.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reenact.errors import InputError
+
+from puppeteer.audio import features as F
+from puppeteer.audio.data import ANIMATED, JAW, canonicalize
+from puppeteer.audio.motion import MotionOptions, add_natural_motion
+
+MOUTH_POINTS = np.arange(48, 68)
+A2L_WEIGHTS = Path(__file__).with_name("weights") / "a2l"
+
+
+class SpeechModel:
+    """A trained :class:`~puppeteer.audio.model.AudioToLandmarks`. :meth:`load` a checkpoint directory (default:
+    the weights shipped in ``puppeteer/audio/weights/a2l``)."""
+
+    def __init__(self, net, window: int = 20, device: str | torch.device = "cpu", gain: float = 1.0):
+        self.device = torch.device(device)
+        self.net = net.eval().to(self.device)
+        self.window = window
+        self.gain = float(gain)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> "SpeechModel":
+        """``gain`` comes from the checkpoint (``render_gain``: the factor that gives the predictions the spread
+        of real mouth motion; see the model card)."""
+        from puppeteer.audio.config import load_audio_checkpoint
+
+        net, cfg, meta = load_audio_checkpoint(path or A2L_WEIGHTS, "a2l")
+        return cls(net, cfg.window, device, meta.get("render_gain", 1.0))
+
+    @torch.no_grad()
+    def predict(self, audio: np.ndarray, fps: float = 25.0, sample_rate: int = F.SAMPLE_RATE,
+                num_frames: int | None = None, calibrated: bool = True) -> np.ndarray:
+        """Displacements ``(T, 37, 2)`` of the jaw and mouth (``ANIMATED`` points), in inter-ocular units, from
+        the rest mouth. ``T = num_frames`` (default: the audio's duration x fps, rounded). ``calibrated``:
+        scaled by the model's rendering gain (False: the least-error prediction)."""
+        audio = np.asarray(audio, np.float32).reshape(-1)
+        if sample_rate != F.SAMPLE_RATE:
+            audio, sample_rate = F.resample(audio, sample_rate), F.SAMPLE_RATE
+        T = num_frames or F.num_video_frames(len(audio), fps)
+        mel = F.features(audio)
+        win = F.frame_windows(mel, T, fps, self.window).to(self.device)
+        pred = self.net(win[None])[0].cpu().numpy()
+        # Rest = the prediction during the utterance's pauses (>= 35 dB below its loudest frame); with no pause,
+        # the prediction for pure silence (windows past the audio's end, filled with its quietest level).
+        e = F.energy(audio, T, fps)
+        quiet = e < e.max() - 35.0
+        if quiet.sum() >= 3:
+            rest = np.median(pred[quiet], axis=0)
+        else:
+            floor = F.frame_windows(mel, 1, fps, self.window, offset=-10 * fps).to(self.device)
+            rest = self.net(floor[None].expand(1, 5, -1, -1))[0, 2].cpu().numpy()
+        return ((pred - rest) * (self.gain if calibrated else 1.0)).astype(np.float32)
+
+
+def _to_canonical(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(canonical points (T, 68, 2), per-frame pixel->canonical matrices (T, 2, 3)) of a track."""
+    track = canonicalize(points)
+    return track.points, track.to_canonical
+
+
+def _from_canonical(canon: np.ndarray, to_canonical: np.ndarray) -> np.ndarray:
+    from puppeteer.audio.data import apply_affine, invert_affine
+
+    return apply_affine(invert_affine(to_canonical), canon).astype(np.float32)
+
+
+def _close_crossed_lips(points: np.ndarray) -> np.ndarray:
+    """Inner-lip pairs crossed by an over-closing prediction are set to their midpoint (a closed mouth)."""
+    from puppeteer.retarget import uncross_lips
+
+    return uncross_lips(points).astype(np.float32)
+
+
+def speech_track(points: np.ndarray, audio: np.ndarray, fps: float = 25.0, sample_rate: int = F.SAMPLE_RATE,
+                 model: SpeechModel | None = None, motion: MotionOptions | None = None,
+                 mouth_gain: float = 1.0) -> np.ndarray:
+    """A talking track ``(T, 68, 2)`` (pixels of ``points``) for one face ``points`` ``(68, 2)`` (its mouth at
+    rest, as in most portraits) and mono ``audio``: jaw and mouth from the audio, then blinks, head motion and
+    brows (``motion``; ``MotionOptions(strength=0)`` for none). ``mouth_gain`` scales the mouth motion."""
+    pts = np.asarray(points, np.float32)
+    if pts.shape != (68, 2):
+        raise InputError("<points>", f"expected one face's (68, 2) landmarks, got {pts.shape}")
+    model = model or SpeechModel.load()
+    disp = model.predict(audio, fps, sample_rate) * mouth_gain
+    T = len(disp)
+    canon, m = _to_canonical(pts[None])
+    track = np.repeat(canon, T, 0)
+    track[:, ANIMATED] += disp
+    out = _close_crossed_lips(_from_canonical(track, np.repeat(m, T, 0)))
+    a16 = audio if sample_rate == F.SAMPLE_RATE else F.resample(audio, sample_rate)
+    return add_natural_motion(out, fps, a16, F.SAMPLE_RATE, motion or MotionOptions())
+
+
+def lipsync_track(points: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int = F.SAMPLE_RATE,
+                  model: SpeechModel | None = None, valid: np.ndarray | None = None,
+                  mouth_gain: float = 1.0) -> np.ndarray:
+    """A video's track ``(T, 68, 2)`` with the mouth and jaw driven by new ``audio`` (same frame count T; the
+    caller loops or trims the video to the audio). Pose, eyes and brows stay the video's own.
+
+    The mouth becomes the video's most closed mouth (its rest shape) plus the predicted displacement; the jaw
+    keeps the video's slow motion (a 0.5 s moving average: head turns) plus the predicted, zero-mean jaw motion,
+    so the old speech's fast jaw movement is gone."""
+    pts = np.asarray(points, np.float32)
+    if pts.ndim != 3 or pts.shape[1:] != (68, 2):
+        raise InputError("<points>", f"expected a (T, 68, 2) track, got {pts.shape}")
+    T = len(pts)
+    model = model or SpeechModel.load()
+    disp = model.predict(audio, fps, sample_rate, num_frames=T) * mouth_gain
+    track = canonicalize(pts, valid)
+    canon = track.points.copy()
+    ok = np.ones(T, bool) if valid is None else np.asarray(valid, bool)
+    gap = canon[:, 66, 1] - canon[:, 62, 1]
+    rest = int(np.flatnonzero(ok)[np.argmin(gap[ok])]) if ok.any() else 0
+    n_jaw = len(JAW)
+    canon[:, MOUTH_POINTS] = canon[rest, MOUTH_POINTS][None] + disp[:, n_jaw:]
+    k = max(1, int(round(0.5 * fps)))
+    pad = np.pad(canon[:, JAW], ((k // 2, k - 1 - k // 2), (0, 0), (0, 0)), mode="edge")
+    slow = np.stack([pad[i:i + T] for i in range(k)]).mean(0)
+    canon[:, JAW] = slow + disp[:, :n_jaw] - disp[:, :n_jaw].mean(0)
+    return _close_crossed_lips(track.to_pixels(canon))
+
+
+# ------------------------------------------------------------------------------------------- pipelines
+
+@dataclass
+class SpeakResult:
+    """What :func:`speak` / :func:`lipsync` made: ``output`` mp4, ``frames``, ``fps``, ``audio_seconds``,
+    ``points`` (T, 68, 2) the rendered landmarks (crop pixels for speak, frame pixels for lipsync), ``timings``."""
+
+    output: Path
+    frames: int
+    fps: float
+    audio_seconds: float
+    points: np.ndarray = field(repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_speech(audio: str | os.PathLike | None = None, text: str | None = None, voice: str = "en",
+                rate: int = 150) -> np.ndarray:
+    """Mono 16 kHz float32 speech from an audio/video file, or from ``text`` by eSpeak NG (exactly one)."""
+    if (audio is None) == (text is None):
+        raise InputError("<speech>", "give exactly one of an audio file or a text")
+    if text is not None:
+        from puppeteer.audio.tts import synthesize
+
+        samples, _ = synthesize(text, voice=voice, rate=rate, sample_rate=F.SAMPLE_RATE)
+    else:
+        from reenact import io
+
+        samples = io.read_audio(audio, F.SAMPLE_RATE)
+    if len(samples) < F.SAMPLE_RATE // 10:
+        raise InputError(audio or "<text>", f"speech too short ({len(samples) / F.SAMPLE_RATE:.2f} s)")
+    return samples
+
+
+def _render_into(writer, avatar, crop_points: np.ndarray, paste, chunk: int, progress: bool, timings: dict):
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(0, len(crop_points), chunk), desc="rendering", disable=not progress, leave=False):
+        part = crop_points[i:i + chunk]
+        t = time.perf_counter()
+        crops = avatar.render_batch(part, batch_size=chunk)
+        timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
+        for j, (crop, p) in enumerate(zip(crops, part)):
+            t = time.perf_counter()
+            writer.write(paste(i + j, crop, p))
+            timings["paste_encode"] = timings.get("paste_encode", 0.0) + time.perf_counter() - t
+
+
+def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *,
+          audio: str | os.PathLike | None = None, text: str | None = None, voice: str = "en", rate: int = 150,
+          checkpoint: str | os.PathLike | None = None, avatar=None, steps: int = 100, device: str = "auto",
+          fps: float = 25.0, motion: MotionOptions | None = None, mouth_gain: float = 1.0,
+          speech_model: str | os.PathLike | None = None, crop: bool = False, landmarks=None, seed: int = 0,
+          crf: int = 18, progress: bool = True) -> SpeakResult:
+    """A talking-head video of the person in ``portrait`` saying ``audio`` (a file) or ``text`` (eSpeak NG).
+
+    Personalises ``checkpoint`` (default: the bundled model) to the portrait (``steps`` fine-tuning steps; or pass
+    a ready ``avatar``), predicts jaw and mouth from the speech, adds natural motion, renders, pastes back into
+    the portrait (``crop=True``: the face crops only) and writes ``output`` at ``fps`` with the speech muxed:
+    ``round(duration x fps)`` frames."""
+    from reenact import io
+    from reenact.api import Reenactor
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    samples = load_speech(audio, text, voice, rate)
+    timings["speech"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if avatar is None:
+        r = Reenactor.load(checkpoint, device)
+        avatar = r.personalize([portrait], steps=steps, landmarks=None if landmarks is None else [landmarks],
+                               multiple="largest", progress=progress, seed=seed)
+    timings["personalize"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model = SpeechModel.load(speech_model)
+    motion = motion or MotionOptions(seed=seed)
+    points = speech_track(avatar.source_points[0], samples, fps, F.SAMPLE_RATE, model, motion, mouth_gain)
+    points = np.clip(points, -avatar.resolution, 2 * avatar.resolution)
+    timings["landmarks"] = time.perf_counter() - t
+    if crop:
+        def paste(i, c, p):
+            return c
+    else:
+        from puppeteer.drive import Compositor
+
+        image = io.read_image(portrait) if isinstance(portrait, (str, os.PathLike)) else np.asarray(portrait)
+        comp = Compositor(avatar, image, 0)
+
+        def paste(i, c, p):
+            return comp(c, p)
+    chunk = 64 if avatar.base.device.type == "cuda" else 16
+    with io.VideoWriter(output, fps, crf=crf, audio=samples, audio_rate=F.SAMPLE_RATE) as writer:
+        _render_into(writer, avatar, points, paste, chunk, progress, timings)
+    return SpeakResult(Path(output), len(points), float(fps), len(samples) / F.SAMPLE_RATE, points, timings)
+
+
+def pingpong(n_out: int, n_in: int) -> np.ndarray:
+    """Indices ``(n_out,)`` into ``n_in`` frames, playing forward then backward as often as needed (a loop
+    without the jump back to the start)."""
+    if n_in == 1:
+        return np.zeros(n_out, np.int64)
+    period = 2 * n_in - 2
+    k = np.arange(n_out) % period
+    return np.where(k < n_in, k, period - k).astype(np.int64)
+
+
+def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str | os.PathLike | None = None,
+            text: str | None = None, voice: str = "en", rate: int = 150,
+            checkpoint: str | os.PathLike | None = None, steps: int = 100, shots: int = 1, device: str = "auto",
+            mouth_gain: float = 1.0, speech_model: str | os.PathLike | None = None, detector=None,
+            max_seconds: float = 120.0, seed: int = 0, crf: int = 18, progress: bool = True) -> SpeakResult:
+    """Re-voice ``video``: its face says the new ``audio`` (or ``text``). The mouth and jaw come from the speech,
+    everything else from the video's own landmarks. A model is personalised on ``shots`` frames of the video;
+    each output frame is rendered in that frame's own crop and pasted back into it. The output lasts as long as
+    the speech (the video plays forward and backward as needed): ``round(duration x fps)`` frames, speech muxed.
+    """
+    from reenact import io
+    from reenact.api import Reenactor
+    from reenact.crop import CropParams, box_from_points, crop_matrix, face_mask, paste_back, smooth_boxes
+    from reenact.crop import transform_points
+
+    from puppeteer.drive import track_driver
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    samples = load_speech(audio, text, voice, rate)
+    info = io.probe(video)
+    fps = float(info.fps)
+    max_frames = int(max_seconds * fps)
+    track = track_driver(video, detector, max_frames=max_frames, progress=progress).smooth()
+    frames = list(io.read_frames(video, max_frames=len(track)))
+    n_in = min(len(frames), len(track))
+    if n_in == 0:
+        raise InputError(video, "no frames")
+    timings["track"] = time.perf_counter() - t
+    n_out = F.num_video_frames(len(samples), fps)
+    idx = pingpong(n_out, n_in)
+    t = time.perf_counter()
+    r = Reenactor.load(checkpoint, device)
+    ok = np.flatnonzero(track.valid[:n_in]) if track.valid[:n_in].any() else np.arange(n_in)
+    pick = ok[np.linspace(0, len(ok) - 1, max(1, shots)).round().astype(int)]
+    avatar = r.personalize([frames[i] for i in pick], steps=steps, landmarks=[track.points[i] for i in pick],
+                           progress=progress, seed=seed)
+    timings["personalize"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pts_in = track.points[:n_in][idx]
+    points = lipsync_track(pts_in, samples, fps, F.SAMPLE_RATE, SpeechModel.load(speech_model),
+                           track.valid[:n_in][idx], mouth_gain)
+    S = avatar.resolution
+    boxes = smooth_boxes(box_from_points(track.points[:n_in], CropParams(size=S)), fps)[idx]
+    mats = np.stack([crop_matrix(b, S) for b in boxes])
+    crop_pts = np.stack([transform_points(p, m) for p, m in zip(points, mats)]).astype(np.float32)
+    timings["landmarks"] = time.perf_counter() - t
+
+    def paste(i, c, p):
+        return paste_back(frames[idx[i]], c, mats[i], face_mask(p, S))
+
+    chunk = 64 if avatar.base.device.type == "cuda" else 16
+    with io.VideoWriter(output, fps, crf=crf, audio=samples, audio_rate=F.SAMPLE_RATE) as writer:
+        _render_into(writer, avatar, crop_pts, paste, chunk, progress, timings)
+    return SpeakResult(Path(output), n_out, fps, len(samples) / F.SAMPLE_RATE, points, timings)
