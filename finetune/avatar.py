@@ -248,7 +248,9 @@ class Avatar:
         pts = torch.from_numpy(self.source_points.astype(np.float32)).to(dev)
         return {"src": src[None], "src_points": pts[None], "tgt_points": tgt_points}
 
-    def _into(self, into: np.ndarray | str | os.PathLike, shot: int) -> tuple[np.ndarray, Source]:
+    def source_image(self, into: np.ndarray | str | os.PathLike, shot: int = 0) -> tuple[np.ndarray, Source]:
+        """The full-size image to paste shot ``shot`` back into (a path or an RGB uint8 array of the source's
+        size), checked, with its :class:`Source`."""
         if not 0 <= shot < len(self.sources):
             raise IndexError(f"shot {shot} out of range: the avatar has {len(self.sources)} source image(s)")
         src = self.sources[shot]
@@ -284,7 +286,7 @@ class Avatar:
         """Like :meth:`render_full` for ``(N, 68, 2)`` points -> ``(N, H, W, 3)``."""
         from reenact.crop import face_mask, paste_back, transform_points
 
-        frame, src = self._into(into, shot)
+        frame, src = self.source_image(into, shot)
         pts = np.asarray(points, dtype=np.float32)
         if pts.ndim != 3 or pts.shape[1:] != (68, 2):
             raise InputError("<points>", f"expected (N, 68, 2) landmarks in image pixels, got {pts.shape}")

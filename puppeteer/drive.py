@@ -86,21 +86,7 @@ class Compositor:
     def __init__(self, avatar: "Avatar", into: ImageLike, shot: int = 0):
         from reenact.crop import face_mask
 
-        if not 0 <= shot < avatar.shots:
-            raise IndexError(f"shot {shot} out of range: the avatar has {avatar.shots} source image(s)")
-        src = avatar.sources[shot]
-        if isinstance(into, (str, os.PathLike)):
-            from reenact import io
-
-            name, image = str(into), io.read_image(into)
-        else:
-            name, image = "<into>", np.asarray(into)
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise InputError(name, f"expected an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-        if tuple(image.shape[:2]) != tuple(src.size):
-            raise InputError(name, f"image is {image.shape[1]}x{image.shape[0]} but the avatar's source {shot} "
-                                   f"({src.name}) was {src.size[1]}x{src.size[0]}",
-                             "paste back into the image the avatar was made from, or render crops only")
+        image, src = avatar.source_image(into, shot)
         self.image = np.ascontiguousarray(image)
         self.matrix = np.asarray(src.matrix, np.float32)
         self.resolution = avatar.resolution
