@@ -640,10 +640,7 @@ class VideoWriter:
                 a.codec_context.time_base = Fraction(1, self.audio_rate)
                 self._astream = a
         except BaseException as e:
-            self._abort(type(e), e, e.__traceback__)
-            if isinstance(e, self._av.error.FFmpegError):
-                raise MediaError(self.path, f"cannot open video for writing ({e})") from e
-            raise
+            self._fail(e, "cannot open video for writing")
         self._size = (h, w)
 
     # -- writing -------------------------------------------------------------------------------------
@@ -711,12 +708,16 @@ class VideoWriter:
             self._container.close()
             self._container = None
         except BaseException as e:
-            self._abort(type(e), e, e.__traceback__)
-            if isinstance(e, self._av.error.FFmpegError):
-                raise MediaError(self.path, f"cannot finish writing video ({e})") from e
-            raise
+            self._fail(e, "cannot finish writing video")
         self._closed = True
         self._atomic.__exit__(None, None, None)
+
+    def _fail(self, e: BaseException, what: str):
+        """Remove the partial output and re-raise ``e`` (FFmpeg errors as MediaError naming the file)."""
+        self._abort(type(e), e, e.__traceback__)
+        if self._av is not None and isinstance(e, self._av.error.FFmpegError):
+            raise MediaError(self.path, f"{what} ({e})") from e
+        raise e
 
     def _abort(self, exc_type, exc, tb) -> None:
         """Drop everything written so far (the temp file); the caller re-raises."""
