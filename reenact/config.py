@@ -52,6 +52,7 @@ class ModelConfig:
     attention_res: int = 32  # self-attention in the downsampling paths (E, D, G encoder) at this side (0: none)
     attention_res_up: int = 64  # self-attention in G's upsampling path at this side (0: none)
     spectral_norm: bool = True  # spectral normalisation of every conv / linear layer (paper: all networks)
+    unet_skips: bool = False  # G: add encoder features to the upsampling path at each resolution (U-Net)
     generator: str = "base"  # ``build_generator``: "base" (paper) or "warp" (warp-guided: source warped + AdaIN synthesis)
 
 

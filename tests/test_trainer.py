@@ -85,8 +85,8 @@ def test_sampler_shards_equal_one_big_batch():
     assert sorted(stream[:7]) == list(range(7)) and sorted(stream[7:14]) == list(range(7))
 
 
-@pytest.mark.parametrize("generator", ["base", "warp"])
-def test_overfits_one_episode(tmp_path, request, standin, generator):
+@pytest.mark.parametrize("generator,skips", [("base", False), ("warp", False), ("warp", True)])
+def test_overfits_one_episode(tmp_path, request, standin, generator, skips):
     try:  # the lead's real prepared set when available, else the stand-in (real frames, fake landmarks)
         from reenact.data.episodes import EpisodeDataset
 
@@ -96,7 +96,7 @@ def test_overfits_one_episode(tmp_path, request, standin, generator):
         src = standin
     ds = FixedEpisode(src)
     cfg = _cfg(tmp_path, "train.lr_g=2e-3", "train.lr_d=2e-3", "train.augment=false", "train.batch_size=1",
-               "train.checkpoint_every=1000", f"model.generator={generator}")
+               "train.checkpoint_every=1000", f"model.generator={generator}", f"model.unet_skips={skips}")
     t = Trainer(cfg, dataset=ds, val_dataset=ds)
     before = t.validate()["l1"]
     t.fit(50)

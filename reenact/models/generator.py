@@ -50,6 +50,14 @@ class Generator(nn.Module):
             if res == cfg.attention_res_up:
                 self.attn_up_after = i
         self.attn_up = SelfAttention(outs[self.attn_up_after], s) if self.attn_up_after >= 0 else None
+        # Optional U-Net skips (``model.unet_skips``): the output of each upsampling block gets a 1x1 projection of
+        # the encoder feature at its resolution added (the full-resolution block: of the input itself). The paper's
+        # G has none: it sees only landmarks. The warp-guided variant feeds the warped source as input, and without
+        # skips its texture must squeeze through the 16 px bottleneck, which blurs the synthesised regions.
+        self.skips = None
+        if getattr(cfg, "unet_skips", False):
+            enc = [in_channels] + widths[:-1]  # channels of the input and of each encoder output but the last
+            self.skips = nn.ModuleList(conv(enc[n - 1 - i], outs[i], 1, s) for i in range(n))
         self.out_norm = AdaIN(cin)
         self.out_conv = conv(cin, out_channels, 3, s)
         self.sizes = [b.num_params for b in self.middle] + [b.num_params for b in self.up] + [self.out_norm.num_params]
@@ -74,14 +82,18 @@ class Generator(nn.Module):
             psi = psi.expand(lmk.shape[0], -1)
         parts = list(psi.split(self.sizes, dim=1))
         x = lmk
+        feats = [lmk]
         for i, block in enumerate(self.down):
             x = block(x)
+            feats.append(x)
             if i == self.attn_down_after:
                 x = self.attn_down(x)
         for block in self.middle:
             x = block(x, parts.pop(0))
         for i, block in enumerate(self.up):
             x = block(x, parts.pop(0))
+            if self.skips is not None:
+                x = x + self.skips[i](feats[len(self.down) - 1 - i])
             if i == self.attn_up_after:
                 x = self.attn_up(x)
         x = self.out_conv(F.relu(self.out_norm(x, parts.pop(0))))
