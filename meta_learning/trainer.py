@@ -256,6 +256,14 @@ class Trainer:
         self._points = points  # the warp-guided G reads them (see ``generate``)
         return frames, lmk, vid
 
+    def shots(self, step: int) -> int:
+        """Shots E and G see at ``step``: K, or with ``train.shots_min`` > 0 uniform in [shots_min, K], so a model
+        used with 1 photo was trained with 1 (the warp-guided G fuses fewer, sharper but less complete warps)."""
+        lo = int(self.tc.shots_min)
+        if lo <= 0 or lo >= self.K:
+            return self.K
+        return random.Random(mix_seed(self.tc.seed, step, 0x5407)).randint(lo, self.K)
+
     def _check_finite(self, terms: dict[str, torch.Tensor], step: int, phase: str) -> dict[str, float]:
         """One host sync: mean over ranks of all terms; raises NonFiniteLossError naming the step and loss."""
         names = list(terms)
@@ -291,7 +299,10 @@ class Trainer:
         step = self.step
         frames, lmk, vid = self.prepare(batch, step)
         K, B = self.K, frames.shape[0]
-        src, src_l = frames[:, :K], lmk[:, :K]
+        k = self.shots(step)
+        if k < K:  # this step sees only the first k shots (the same k on every rank: one graph shape)
+            self._points = torch.cat([self._points[:, :k], self._points[:, K:K + 1]], 1)
+        src, src_l = frames[:, :k], lmk[:, :k]
         tgt, tgt_l = self._to_net(frames[:, K]), self._to_net(lmk[:, K])
         w = self.weights
 
@@ -497,23 +508,43 @@ class Trainer:
     def _resume(self) -> None:
         r = str(self.tc.resume or "none")
         if r.lower() in ("none", "false", "no", ""):
+            r = ""
+        elif r == "auto":
+            r = str(self.ckpt_dir) if (self.ckpt_dir / LATEST).exists() else ""
+        if r:
+            self.load(r)
+        elif self.tc.init_weights:
+            self.load_weights(self.tc.init_weights)
+
+    def load_weights(self, path: str | Path) -> None:
+        """Start from a checkpoint's network weights only (fresh optimisers, step 0): continue a run whose
+        optimiser state was not kept, or adapt a trained model to new data. The model config must match."""
+        ck = load_checkpoint(path)
+        self._check_model_config(ck)
+        mods = self._modules()
+        have = [n for n in mods if n in ck.weights]
+        if not {"E", "G", "D"} <= set(have):
+            raise CheckpointError(f"{ck.path}: needs E, G and D weights to initialise training, has {sorted(have)}")
+        ck.load_into({n: mods[n] for n in have})
+        if self.E_ema is not None and "G_ema" not in have:
+            self.E_ema.load_state_dict(self.E.state_dict())
+            self.G_ema.load_state_dict(self.G.state_dict())
+        if self.is_main:
+            print(f"initialised weights from {ck.path} (step {ck.step}); optimisers start fresh", file=sys.stderr)
+
+    def _check_model_config(self, ck) -> None:
+        if ck.config is None:
             return
-        if r == "auto":
-            if not (self.ckpt_dir / LATEST).exists():
-                return
-            r = str(self.ckpt_dir)
-        self.load(r)
+        saved = OmegaConf.to_container(ck.config.model)
+        now = OmegaConf.to_container(self.cfg.model)
+        diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
+        if diff:
+            raise CheckpointError(f"{ck.path}: model config differs from the checkpoint's (saved, now): {diff}")
 
     def load(self, path: str | Path) -> None:
         """Restore weights, optimiser states, RNG and the step counter from a checkpoint."""
         ck = load_checkpoint(path)
-        if ck.config is not None:
-            saved = OmegaConf.to_container(ck.config.model)
-            now = OmegaConf.to_container(self.cfg.model)
-            diff = {k: (saved.get(k), now.get(k)) for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
-            if diff:
-                raise CheckpointError(f"{ck.path}: model config differs from the checkpoint's "
-                                      f"(saved, now): {diff}")
+        self._check_model_config(ck)
         mods = self._modules()
         missing_ema = [n for n in ("E_ema", "G_ema") if n in mods and n not in ck.weights]
         for n in missing_ema:  # EMA switched on after this checkpoint: start it from the live weights

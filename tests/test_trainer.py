@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 
 import cv2
@@ -11,6 +12,7 @@ import torch
 
 from meta_learning.trainer import EpisodeSampler, NonFiniteLossError, Trainer
 from reenact.checkpoint import load_checkpoint, load_tensors, save_tensors
+from reenact.errors import CheckpointError
 from reenact.config import load_config
 
 
@@ -227,3 +229,22 @@ def test_command_line_parses_preset_and_overrides():
     cfg = parse(["--preset", "small", "data.root=/x", "train.batch_size=3", "model.spectral_norm=false"])
     assert cfg.data.root == "/x" and cfg.train.batch_size == 3 and cfg.model.spectral_norm is False
     assert cfg.model.resolution == 256 and cfg.data.k_shots == 8
+
+
+def test_random_shots_and_init_from_weights(tmp_path, standin):
+    """``train.shots_min``: steps see k in [shots_min, K] shots, reproducibly; ``train.init_weights``: a new run
+    starts from a checkpoint's weights at step 0 with fresh optimisers."""
+    a = Trainer(_cfg(tmp_path / "a", "train.shots_min=1", "model.generator=warp", "train.checkpoint_every=2"),
+                dataset=standin)
+    ks = [a.shots(s) for s in range(200)]
+    assert set(ks) == set(range(1, a.K + 1)) and ks == [a.shots(s) for s in range(200)]
+    logs = dict(a.fit(2))
+    assert all(math.isfinite(v) for v in logs[2].values())
+    b = Trainer(_cfg(tmp_path / "b", "model.generator=warp",
+                     f"train.init_weights={tmp_path / 'a' / 'checkpoints' / 'step_0000002'}"), dataset=standin)
+    assert b.step == 0 and not b.opt_g.state
+    for (n, p), q in zip(a.G.state_dict().items(), b.G.state_dict().values()):
+        assert torch.equal(p, q), n
+    with pytest.raises(CheckpointError, match="model config differs"):
+        Trainer(_cfg(tmp_path / "c", f"train.init_weights={tmp_path / 'a' / 'checkpoints' / 'step_0000002'}"),
+                dataset=standin)
