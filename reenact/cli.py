@@ -147,6 +147,7 @@ def _cmd_eval(a):
                        shots=tuple(int(k) for k in a.shots.split(",") if k.strip()), ft_steps=a.ft_steps,
                        checkpoint=a.checkpoint, clips=a.clips, frames_per_clip=a.frames_per_clip, split=a.split,
                        seed=a.seed, device=a.device, warp_kind=a.warp_kind, fid_weights=a.fid_weights,
+                       render_cache=a.render_cache,
                        grid_rows=a.grid_rows)
     rep = run_eval(a.data, a.out, opts)
     print(results_markdown(rep.results))
@@ -393,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warp-kind", choices=["pa", "tps"], default="pa",
                    help="warp method's interpolation: piecewise-affine (default) or thin-plate spline")
     s.add_argument("--fid-weights", help="local Inception-v3 weights for FID (otherwise FID is unavailable)")
+    s.add_argument("--render-cache", help="folder of outputs rendered elsewhere by `python -m "
+                                          "reenact.metrics.render_cache` (read; missing entries are rendered)")
     s.add_argument("--grid-rows", type=int, default=8, help="target frames shown in the grid images")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=_cmd_eval)

@@ -87,6 +87,7 @@ class EvalOptions:
     grid_rows: int = 8
     batch_size: int = 16
     progress: bool = True
+    render_cache: str | None = None  # folder of stored outputs (``reenact.metrics.render_cache``): read, else fill
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -417,6 +418,10 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
             gaps[k].extend(gap.tolist())
             outputs = {}
             for m, r in renderers.items():
+                if opts.render_cache:  # outputs rendered elsewhere (e.g. on a GPU machine without dlib)
+                    from reenact.metrics.render_cache import CachedRenderer, method_tag
+
+                    r = CachedRenderer(r, opts.render_cache, method_tag(m, k, opts))
                 fake = r.render(src_imgs, src_pts, tgt_points)
                 outputs[m] = fake
                 if opts.protocol == "self":
