@@ -201,11 +201,29 @@ def track_driver(driver: str | os.PathLike, detector=None, *, keyframe_interval:
     return track
 
 
+def _given_track(track, driver: Path, info, max_frames: int | None):
+    """A precomputed driver track checked against the driver (frame size, length), cut to ``max_frames``."""
+    from reenact.landmarks.track import FaceTrack
+
+    n = len(track) if max_frames is None else min(len(track), max_frames)
+    if tuple(track.size) != (info.height, info.width):
+        raise InputError(driver, f"the given track is of {track.size[1]}x{track.size[0]} frames, the driver is "
+                                 f"{info.width}x{info.height}", "track this driver (track_driver)")
+    wanted = info.num_frames if max_frames is None else min(max_frames, info.num_frames)
+    if n == 0 or n < wanted - 1:  # one frame of slack: demuxers may count the last frame differently
+        raise InputError(driver, f"the given track has {len(track)} frames, the driver {info.num_frames}",
+                         "track this driver (track_driver)")
+    if n == len(track):
+        return track
+    return FaceTrack(track.points[:n], track.boxes[:n], track.scores[:n], track.valid[:n], track.fps,
+                     track.size, track.filled[:n])
+
+
 def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | os.PathLike, *,
                     into: ImageLike | None = None, shot: int = 0, options: RetargetOptions = RetargetOptions(),
                     smooth: bool = True, detector=None, keyframe_interval: int = 10, check_faces: bool = True,
                     audio: bool = True, crf: int = 18, batch_size: int | None = None,
-                    max_frames: int | None = None, progress: bool = True) -> DriveResult:
+                    max_frames: int | None = None, progress: bool = True, track=None) -> DriveResult:
     """Drive ``avatar`` with the face in the ``driver`` video and write ``output`` (mp4).
 
     into: ``None`` writes the rendered face crops (S x S); an image (array or path: the avatar's source image
@@ -217,6 +235,9 @@ def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | o
         vanishes between keyframes; ~6 ms a frame).
     audio: copy the driver's audio (if any), trimmed to the video. crf: H.264 quality. batch_size: frames
         rendered at once. max_frames: only the first n driver frames. progress: tqdm bars.
+    track: the driver's landmarks precomputed by :func:`track_driver` (a ``FaceTrack``, filled, not smoothed;
+        e.g. ``FaceTrack.load``): nothing is decoded or detected then (``detector``, ``keyframe_interval``
+        and ``check_faces`` are unused) and the ``decode``/``landmarks`` timings are 0.
 
     Frames without a face are interpolated from their neighbours (held at the ends), counted in
     ``result.missing`` and reported with a warning. Raises NoFaceError naming the driver when it has no face
@@ -230,8 +251,12 @@ def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | o
     timings: dict[str, float] = {}
     info = io.probe(driver)
     comp = Compositor(avatar, into, shot) if into is not None else None
-    track = track_driver(driver, detector, keyframe_interval=keyframe_interval, check_faces=check_faces,
-                         max_frames=max_frames, progress=progress, timings=timings)
+    if track is None:
+        track = track_driver(driver, detector, keyframe_interval=keyframe_interval, check_faces=check_faces,
+                             max_frames=max_frames, progress=progress, timings=timings)
+    else:
+        track = _given_track(track, driver, info, max_frames)
+        timings.update(decode=0.0, landmarks=0.0)
     n = len(track)
     missing = track.missing
     if len(missing):
