@@ -245,6 +245,7 @@ def _add_drive_args(s) -> None:
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_watermark_arg(s)
 
 
 def _speech_args(a) -> dict:
@@ -294,6 +295,44 @@ def _add_speech_args(s) -> None:
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_watermark_arg(s)
+
+
+def _add_watermark_arg(s) -> None:
+    s.add_argument("--no-watermark", action="store_true",
+                   help="do not embed the invisible watermark (the file's provenance record says it was turned off)")
+
+
+def _cmd_verify(a):
+    import json
+
+    from reenact.provenance.verify import verify
+
+    v = verify(a.file, max_frames=a.max_frames)
+    print(json.dumps(v.as_dict(), indent=2) if a.json else v.describe())
+    if not v.found:
+        raise SystemExit(1)
+
+
+def _cmd_app(a):
+    from reenact.app import AppConfig, launch
+
+    cfg = AppConfig(checkpoint=a.checkpoint, device=a.device, max_upload_mb=a.max_upload_mb,
+                    max_seconds=a.max_seconds, max_text_chars=a.max_text_chars, examples=a.examples,
+                    concurrency=a.concurrency, queue_size=a.queue_size)
+    launch(cfg, host=a.host, port=a.port, share=a.share)
+
+
+def _provenance_scope(a):
+    """Commands that write synthetic media stamp everything they write; ``--no-watermark`` is recorded."""
+    import contextlib
+
+    if not hasattr(a, "no_watermark"):
+        return contextlib.nullcontext()
+    from reenact.provenance import Provenance, using
+
+    return using(Provenance(watermark=not a.no_watermark, operation=a.command,
+                            watermark_off_reason="--no-watermark" if a.no_watermark else None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_watermark_arg(s)
     s.set_defaults(func=_cmd_render)
 
     s = sub.add_parser("eval", help="evaluate methods by self- or cross-reenactment on a prepared dataset",
@@ -452,6 +492,33 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Options: --data DIR --out DIR [--what both|sync|a2l] [key=value ...]")
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(func=_cmd_train_audio)
+
+    s = sub.add_parser("verify", help="provenance of an image or video: metadata, C2PA manifest, watermark",
+                       description="Reports the provenance record in the container, the C2PA manifest (and whether "
+                                   "the file changed since it was signed) and reenact's invisible watermark. Exit "
+                                   "status 0 when any of them is found, 1 when none is.")
+    s.add_argument("file", help="image or video to check")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--max-frames", type=int, default=64, help="video frames examined for the watermark (default 64)")
+    s.set_defaults(func=_cmd_verify)
+
+    s = sub.add_parser("app", help="the web app: animate, personalise, puppeteer in a browser page",
+                       description="Starts a Gradio app on http://127.0.0.1:7860 (local only unless --host says "
+                                   "otherwise). One job runs at a time (CPU, or the GPU when there is one); others "
+                                   "wait in a queue.")
+    s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
+    s.add_argument("--device", default="auto", help="auto (default: the GPU when present), cpu, cuda, cuda:N")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    s.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted (default 50 MB)")
+    s.add_argument("--max-seconds", type=float, default=30.0,
+                   help="longest driver video or speech accepted, in seconds (default 30)")
+    s.add_argument("--max-text-chars", type=int, default=500, help="longest text for speech (default 500)")
+    s.add_argument("--examples", metavar="DIR", help="folder of example portraits offered in the page")
+    s.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1)")
+    s.add_argument("--queue-size", type=int, default=16, help="jobs that may wait (default 16)")
+    s.set_defaults(func=_cmd_app)
     return p
 
 
@@ -460,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with _provenance_scope(args):
+            args.func(args)
     except (ReenactError, FileNotFoundError) as e:
         print(f"reenact: error: {e}", file=sys.stderr)
         return 2

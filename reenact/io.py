@@ -7,6 +7,10 @@ installed, frames are read with OpenCV instead (no audio then, except PCM ``.wav
 Every problem with an input file raises :class:`reenact.errors.MediaError` (an ``InputError`` and
 ``ValueError``) whose message starts with the file name. Every writer is atomic: it writes to a temporary
 file beside the destination and renames it on success, so a failure never leaves a half-written file.
+
+Synthetic output is stamped by the writers (``provenance=``, see :mod:`reenact.provenance`): a watermark in the
+pixels, a provenance record in the container and, where ``c2pa-python`` is installed, a signed C2PA manifest,
+all inside the same atomic write.
 """
 from __future__ import annotations
 
@@ -581,10 +585,14 @@ class VideoWriter:
       Closing without any frame raises ValueError and writes nothing.
     * The moov index is moved to the front (``+faststart``), so a cut file is recognisably truncated and web
       players can start before the download ends.
+    * ``provenance``: ``"auto"`` (default) stamps the file (watermark, container record, C2PA) when it is
+      written inside ``reenact.provenance.using()`` or an avatar renders while the writer is open; a
+      ``Provenance`` always stamps with it; ``None`` never does (real footage). See :mod:`reenact.provenance`.
     """
 
     def __init__(self, path: PathLike, fps: float | Fraction, *, crf: int = 18, audio=None,
-                 audio_rate: int = 16000, preset: str = "medium", audio_bitrate: int = 96_000):
+                 audio_rate: int = 16000, preset: str = "medium", audio_bitrate: int = 96_000,
+                 provenance="auto"):
         self.path = Path(path)
         self.audio_bitrate = int(audio_bitrate)
         self.rate = _as_fraction(fps)
@@ -605,6 +613,14 @@ class VideoWriter:
         self._audio_pos = 0
         self._size: tuple[int, int] | None = None  # (H, W) of input frames
         self._closed = False
+        self._provenance = provenance
+        self._stamp = None
+        self._tmp: Path | None = None
+        self._listener = None
+        if provenance == "auto":
+            from reenact.provenance import Listener  # noqa: PLC0415
+
+            self._listener = Listener()  # learns whether an avatar renders into this writer
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -623,10 +639,18 @@ class VideoWriter:
         if av is None:
             raise ImportError("writing video needs PyAV: pip install av")
         self._av = av
+        from reenact.provenance import stamp_for  # noqa: PLC0415
+
+        self._stamp = stamp_for(self._provenance, h, w, "video", self._listener)
+        self._drop_listener()
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
+        self._tmp = tmp
         try:
-            self._container = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
+            movflags = "+faststart" + ("+use_metadata_tags" if self._stamp is not None else "")
+            self._container = av.open(str(tmp), "w", format="mp4", options={"movflags": movflags})
+            if self._stamp is not None:
+                self._container.metadata.update(self._stamp.container_metadata())
             vs = self._container.add_stream("libx264", rate=self.rate)
             vs.width, vs.height = w + w % 2, h + h % 2
             vs.pix_fmt = "yuv420p"
@@ -660,6 +684,8 @@ class VideoWriter:
         elif (h, w) != self._size:
             raise ValueError(f"{self.path}: frame {self.frames_written} is {w}x{h}, "
                              f"the first frame was {self._size[1]}x{self._size[0]}")
+        if self._stamp is not None:
+            a = self._stamp.mark(a)
         if h % 2 or w % 2:
             a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         av = self._av
@@ -693,10 +719,16 @@ class VideoWriter:
 
     # -- closing -------------------------------------------------------------------------------------
 
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
     def close(self) -> None:
-        """Flush the encoders, finish the file and move it into place."""
+        """Flush the encoders, finish the file (and its C2PA manifest) and move it into place."""
         if self._closed:
             return
+        self._drop_listener()
         if self._container is None:
             self._closed = True
             raise ValueError(f"{self.path}: no frames were written, nothing saved")
@@ -707,6 +739,8 @@ class VideoWriter:
             self._mux(self._vstream.encode(None))
             self._container.close()
             self._container = None
+            if self._stamp is not None:
+                self._stamp.finish(self._tmp, self.path.name)
         except BaseException as e:
             self._fail(e, "cannot finish writing video")
         self._closed = True
@@ -722,6 +756,7 @@ class VideoWriter:
     def _abort(self, exc_type, exc, tb) -> None:
         """Drop everything written so far (the temp file); the caller re-raises."""
         self._closed = True
+        self._drop_listener()
         if self._container is not None:
             try:
                 self._container.close()
@@ -737,12 +772,12 @@ class VideoWriter:
 
 
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float | Fraction, audio=None,
-                audio_rate: int = 16000, crf: int = 18) -> Path:
+                audio_rate: int = 16000, crf: int = 18, provenance="auto") -> Path:
     """Write frames (an iterable of RGB uint8 ``(H, W, 3)``, or a ``(T, H, W, 3)`` array) to an H.264 mp4.
 
-    See :class:`VideoWriter` for sizes, audio and atomicity. Returns ``path``.
+    See :class:`VideoWriter` for sizes, audio, atomicity and ``provenance``. Returns ``path``.
     """
-    with VideoWriter(path, fps, crf=crf, audio=audio, audio_rate=audio_rate) as w:
+    with VideoWriter(path, fps, crf=crf, audio=audio, audio_rate=audio_rate, provenance=provenance) as w:
         for f in frames:
             w.write(f)
     return Path(path)
@@ -822,9 +857,12 @@ _IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
                   ".tif": "TIFF", ".tiff": "TIFF"}
 
 
-def write_image(path: PathLike, image: np.ndarray, quality: int = 95) -> Path:
+def write_image(path: PathLike, image: np.ndarray, quality: int = 95, provenance="auto") -> Path:
     """Atomically write an RGB uint8 ``(H, W, 3)`` (or grayscale ``(H, W)``) image; format by extension
-    (.png, .jpg/.jpeg, .bmp, .webp, .tif/.tiff). ``quality`` applies to JPEG/WebP. Returns ``path``."""
+    (.png, .jpg/.jpeg, .bmp, .webp, .tif/.tiff). ``quality`` applies to JPEG/WebP. Returns ``path``.
+
+    ``provenance``: a ``reenact.provenance.Provenance`` stamps the image (watermark, metadata, C2PA); ``"auto"``
+    (default) stamps it inside ``reenact.provenance.using()`` only; ``None`` never."""
     path = Path(path)
     fmt = _IMAGE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -834,8 +872,17 @@ def write_image(path: PathLike, image: np.ndarray, quality: int = 95) -> Path:
         raise ValueError(f"{path}: image must be uint8 (H, W, 3) or (H, W), got {a.dtype} {a.shape}")
     from PIL import Image  # noqa: PLC0415
 
+    from reenact.provenance import stamp_for  # noqa: PLC0415
+
+    stamp = stamp_for(provenance, a.shape[0], a.shape[1], "image")
+    if stamp is not None:
+        a = stamp.mark(a)
     im = Image.fromarray(np.ascontiguousarray(a))
     opts = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
+    if stamp is not None:
+        opts.update(stamp.image_options(fmt))
     with atomic_path(path) as tmp:
         im.save(tmp, format=fmt, **opts)
+        if stamp is not None:
+            stamp.finish(tmp, path.name)
     return path
