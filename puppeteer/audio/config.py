@@ -49,6 +49,8 @@ class AudioTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     val_every: int = 250
+    patience: int = 10  # stop after this many validations without a better held-out score (0: never);
+    # the weights of the best validation are what is saved either way
 
 
 @dataclass

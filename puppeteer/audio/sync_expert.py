@@ -161,11 +161,12 @@ class LipSyncExpert:
         return cls(net, cfg.window, device)
 
     @torch.no_grad()
-    def distances(self, landmarks: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int = F.SAMPLE_RATE,
-                  max_offset: int = 15, valid: np.ndarray | None = None) -> np.ndarray:
+    def distances(self, landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
+                  sample_rate: int = F.SAMPLE_RATE, max_offset: int = 15, valid: np.ndarray | None = None,
+                  mel: torch.Tensor | None = None) -> np.ndarray:
         """Mean embedding distance for each audio offset ``-max_offset..max_offset`` (frames at 25 fps),
         ``(2 max_offset + 1,)``. landmarks ``(T, 68, 2)`` pixels (any consistent frame), audio mono at
-        ``sample_rate`` aligned to frame 0."""
+        ``sample_rate`` aligned to frame 0, or instead its normalised features ``mel`` (``features.features``)."""
         from puppeteer.audio.data import canonicalize
 
         pts = np.asarray(landmarks, np.float32)
@@ -176,7 +177,8 @@ class LipSyncExpert:
         t = len(mouth)
         if t < FRAMES:
             raise ValueError(f"need at least {FRAMES} frames at 25 fps for AV sync, got {t}")
-        mel = F.features(audio, sample_rate)
+        if mel is None:
+            mel = F.features(audio, sample_rate)
         win = F.frame_windows(mel, t + 2 * max_offset, EXPERT_FPS, self.window, offset=-max_offset)
         a = torch.cat([self.net.embed_audio(c.to(self.device)) for c in win.split(512)])  # frame k - max_offset
         seq = torch.from_numpy(np.ascontiguousarray(mouth)).unfold(0, FRAMES, 1).permute(0, 3, 1, 2)
@@ -194,11 +196,13 @@ class LipSyncExpert:
             out.append((v[vi] - a[ai]).norm(dim=-1).mean().item())
         return np.asarray(out, np.float64)
 
-    def av_sync(self, landmarks: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int = F.SAMPLE_RATE,
-                max_offset: int = 15, valid: np.ndarray | None = None) -> dict:
+    def av_sync(self, landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
+                sample_rate: int = F.SAMPLE_RATE, max_offset: int = 15, valid: np.ndarray | None = None,
+                mel: torch.Tensor | None = None) -> dict:
         """``{"status": "ok", "offset", "confidence", "min_dist", "median_dist"}``: offset in frames at ``fps``
-        (positive: audio late), confidence = median - min of the per-offset mean distances."""
-        d = self.distances(landmarks, audio, fps, sample_rate, max_offset, valid)
+        (positive: audio late), confidence = median - min of the per-offset mean distances. ``mel``: see
+        :meth:`distances`."""
+        d = self.distances(landmarks, audio, fps, sample_rate, max_offset, valid, mel)
         k = int(np.argmin(d))
         offset = (k - max_offset) * fps / EXPERT_FPS
         return {"status": "ok", "offset": float(offset), "confidence": float(np.median(d) - d[k]),

@@ -2,16 +2,27 @@
 
     python -m puppeteer.audio.train --data .devdata/prepared --out runs/audio [--what both|sync|a2l]
         [--device auto] [--sync CHECKPOINT] [--ship puppeteer/audio/weights] [key=value ...]
+    python -m puppeteer.audio.train --data .devdata/prepared --export-features .devdata/audio_features.npz
 
 The clips with audio of the identity split's training part (``PreparedDataset.split(None, 0.1)``) train; the
-held-out identities validate. Results: ``OUT/sync`` and ``OUT/a2l`` checkpoint directories (project format, with a
-``latest`` pointer), ``OUT/metrics.json`` (held-out metrics and baselines) and ``OUT/MODEL_CARD.md``. ``--ship DIR``
-also writes fp16 copies to ``DIR/sync`` and ``DIR/a2l`` with the model card.
+held-out identities validate. ``--data`` is a prepared folder (its audio is decoded: needs PyAV) or a feature file
+written by ``--export-features`` (canonical tracks + log-mel of every clip with audio, see
+:func:`puppeteer.audio.data.write_features`): all a GPU machine without PyAV needs.
+
+Batches are drawn and assembled on the training device (:class:`puppeteer.audio.data.Batcher`), so a step is a
+few milliseconds of GPU work. Each network is validated on the held-out clips every ``val_every`` steps; the
+weights of the best validation are kept and saved, and training stops after ``patience`` validations without a
+better one (``train_sync.patience=0``: never stop early).
+
+Results: ``OUT/sync`` and ``OUT/a2l`` checkpoint directories (project format, with a ``latest`` pointer),
+``OUT/metrics.json`` (held-out metrics and baselines) and ``OUT/MODEL_CARD.md``. ``--ship DIR`` also writes fp16
+copies to ``DIR/sync`` and ``DIR/a2l`` with the model card.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,11 +32,13 @@ import torch
 
 from puppeteer.audio import features as F
 from puppeteer.audio.config import AudioConfig, audio_config, build, load_audio_checkpoint, save_audio_checkpoint
-from puppeteer.audio.data import ANIMATED, JAW, MOUTH_IN_ANIMATED, Batcher, Clip, load_clips
+from puppeteer.audio.data import ANIMATED, JAW, MOUTH_IN_ANIMATED, Batcher, Clip, load_clips, write_features
 from puppeteer.audio.model import AudioToLandmarks
 from puppeteer.audio.sync_expert import FRAMES, LipSyncExpert, SyncNet, contrastive_loss, sync_loss
 from reenact.checkpoint import atomic_write_text
 from reenact.landmarks.parts import MOUTH
+
+SYNC_VAL_WINDOWS = 256  # held-out windows (fixed, unaugmented) that score the expert at each validation
 
 
 def pick_device(name: str) -> torch.device:
@@ -34,8 +47,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _optimizer(net, tc):
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+def _optimizer(net, tc, device: torch.device):
+    params = [p for p in net.parameters() if p.requires_grad]
+    # One fused kernel for the whole update on a GPU: with networks this small, launches are the cost.
+    extra = {"fused": True} if device.type == "cuda" else {}
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, **extra)
     warm = max(1, tc.steps // 20)
     # Linear warm-up then cosine decay: a few thousand steps on tiny data, no schedule to tune.
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -43,66 +59,130 @@ def _optimizer(net, tc):
     return opt, sched
 
 
-def _save(out: Path, kind: str, net, cfg: AudioConfig, meta: dict) -> Path:
+class _KeepBest:
+    """The weights of the best (lowest) held-out score so far, and early stopping: ``update`` says to stop after
+    ``patience`` validations in a row without a better score (0: never)."""
+
+    def __init__(self, patience: int):
+        self.patience, self.score, self.step, self.stale, self.state = int(patience), math.inf, 0, 0, None
+
+    def update(self, net: torch.nn.Module, score: float, step: int) -> bool:
+        if score < self.score:
+            self.score, self.step, self.stale = score, step, 0
+            self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            self.stale += 1
+        return self.patience > 0 and self.stale >= self.patience
+
+    def restore(self, net: torch.nn.Module) -> None:
+        if self.state is not None:
+            net.load_state_dict(self.state)
+
+
+class _Clock:
+    """Wall time of the training steps alone (validation excluded), synchronised with the device's queue."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self._t = device, 0.0, None
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self):
+        self._sync()
+        self._t = time.perf_counter()
+
+    def stop(self):
+        self._sync()
+        self.seconds += time.perf_counter() - self._t
+
+
+def _finish(out: Path, kind: str, net, cfg: AudioConfig, best: _KeepBest, clock: _Clock, steps_run: int,
+            t0: float, log: list, extra: dict | None = None) -> dict:
+    """Put the best validation's weights back into ``net`` and save them (``OUT/KIND/step_<best step>``);
+    returns the run's summary (the checkpoint's metadata without the log)."""
     from reenact.checkpoint import write_latest
 
-    name = f"step_{meta['step']:07d}"
-    path = save_audio_checkpoint(out / kind / name, kind, net, cfg, meta)
+    best.restore(net)
+    net.eval()
+    meta = {"step": best.step, "steps_run": steps_run, "best_val": best.score,
+            "stopped_early": steps_run < getattr(cfg, f"train_{kind}").steps, "seconds": time.time() - t0,
+            "train_seconds": clock.seconds, "steps_per_second": steps_run / max(clock.seconds, 1e-9), "log": log}
+    meta.update(extra or {})
+    name = f"step_{best.step:07d}"
+    save_audio_checkpoint(out / kind / name, kind, net, cfg, meta)
     write_latest(out / kind, name)
-    return path
+    return {k: v for k, v in meta.items() if k != "log"}
 
 
 # ------------------------------------------------------------------------------------------- lip-sync expert
 
 def train_sync(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, device: torch.device,
-               progress: bool = True) -> SyncNet:
+               progress: bool = True) -> tuple[SyncNet, dict]:
+    """Train the expert; validation score: the contrastive loss on fixed held-out windows. Returns the network
+    (best validation's weights, eval mode) and the run's summary (steps, best step, timing)."""
     from tqdm.auto import tqdm
 
     tc = cfg.train_sync
     torch.manual_seed(cfg.seed)
     net = build("sync", cfg).to(device)
     net.scale.fill_(float(np.concatenate([c.disp[c.valid][:, MOUTH] for c in train]).std()))
-    batcher = Batcher(train, FRAMES, cfg.window, pad=cfg.max_offset, seed=cfg.seed)
-    vbatch = Batcher(val, FRAMES, cfg.window, pad=cfg.max_offset, seed=cfg.seed + 1, augment=False).sample(256)
-    opt, sched = _optimizer(net, tc)
-    t0 = time.time()
-    bar = tqdm(range(tc.steps), desc="sync expert", disable=not progress)
-    log = []
-    for step in bar:
+    batcher = Batcher(train, FRAMES, cfg.window, pad=cfg.max_offset, seed=cfg.seed, device=device)
+    vbatch = Batcher(val, FRAMES, cfg.window, pad=cfg.max_offset, seed=cfg.seed + 1, augment=False,
+                     device=device).sample(SYNC_VAL_WINDOWS)
+    mouth = torch.as_tensor(MOUTH, device=device)
+    vmouth = vbatch["disp"][:, :, mouth]
+    opt, sched = _optimizer(net, tc, device)
+    best, clock, t0, log, step = _KeepBest(tc.patience), _Clock(device), time.time(), [], 0
+    bar = tqdm(total=tc.steps, desc="sync expert", disable=not progress)
+    clock.start()
+    while step < tc.steps:
         net.train()
         b = batcher.sample(tc.batch_size)
-        mouth = b["disp"][:, :, MOUTH].to(device)
-        loss, acc = contrastive_loss(net, b["mel"].to(device), mouth, cfg.max_offset, cfg.min_shift)
+        loss, acc = contrastive_loss(net, b["mel"], b["disp"][:, :, mouth], cfg.max_offset, cfg.min_shift)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         sched.step()
-        if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
+        step += 1
+        bar.update()
+        if step % tc.val_every == 0 or step == tc.steps:
+            clock.stop()
             net.eval()
             with torch.no_grad():
-                vl, va = contrastive_loss(net, vbatch["mel"].to(device), vbatch["disp"][:, :, MOUTH].to(device),
-                                          cfg.max_offset, cfg.min_shift)
-            log.append({"step": step + 1, "loss": loss.item(), "val_loss": vl.item(), "val_acc": va.item()})
+                vl, va = contrastive_loss(net, vbatch["mel"], vmouth, cfg.max_offset, cfg.min_shift)
+            stop = best.update(net, vl.item(), step)
+            log.append({"step": step, "loss": loss.item(), "val_loss": vl.item(), "val_acc": va.item(),
+                        "best_step": best.step})
             if not progress:
                 print(f"sync {log[-1]}", file=sys.stderr, flush=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{va.item():.3f}")
-    net.eval()
-    _save(out, "sync", net, cfg, {"step": tc.steps, "seconds": time.time() - t0, "log": log})
-    return net
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{va.item():.3f}", best=best.step)
+            if stop:
+                break
+            clock.start()
+    bar.close()
+    return net, _finish(out, "sync", net, cfg, best, clock, step, t0, log, {"val_metric": "contrastive loss"})
 
 
-def evaluate_sync(expert: LipSyncExpert, clips: list[Clip], points: dict[str, np.ndarray], shift: int = 5) -> dict:
+def evaluate_sync(expert: LipSyncExpert, clips: list[Clip], points: dict[str, np.ndarray] | None = None,
+                  shift: int = 5) -> dict:
     """Offset accuracy on held-out clips: the true track must give |offset| <= 1; audio delayed by ``shift``
-    frames must give |offset - shift| <= 1, and audio advanced by ``shift`` frames |offset + shift| <= 1."""
+    frames must give |offset - shift| <= 1, and audio advanced by ``shift`` frames |offset + shift| <= 1.
+
+    ``points``: tracks to score by clip key (default: each clip's own). The shifts are made on the log-mel
+    (``shift`` frames of digital silence put before it, or its first ``shift`` frames cut), so no audio is needed."""
     rows = []
     for c in clips:
-        hop = int(round(F.SAMPLE_RATE / c.fps)) * shift
-        late = np.concatenate([np.zeros(hop, np.float32), c.audio])
-        early = c.audio[hop:]
-        r0 = expert.av_sync(points[c.key], c.audio, c.fps, valid=c.valid)
-        r1 = expert.av_sync(points[c.key], late, c.fps, valid=c.valid)
-        r2 = expert.av_sync(points[c.key], early, c.fps, valid=c.valid)
+        pts = c.points if points is None else points[c.key]
+        hop = int(round(F.MEL_RATE / c.fps * shift))
+        silence = torch.full((hop, c.logmel.shape[1]), float(np.log(F.LOG_FLOOR)))
+        late = F.normalize(torch.cat([silence, c.logmel]))
+        early = F.normalize(c.logmel[hop:])
+        r0 = expert.av_sync(pts, None, c.fps, valid=c.valid, mel=c.mel)
+        r1 = expert.av_sync(pts, None, c.fps, valid=c.valid, mel=late)
+        r2 = expert.av_sync(pts, None, c.fps, valid=c.valid, mel=early)
         rows.append({"key": c.key, "frames": c.num_frames, "offset": r0["offset"], "confidence": r0["confidence"],
                      "offset_late": r1["offset"], "offset_early": r2["offset"]})
     ok0 = [abs(r["offset"]) <= 1 for r in rows]
@@ -122,7 +202,9 @@ def _point_weights(cfg: AudioConfig, device) -> torch.Tensor:
 
 
 def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, device: torch.device,
-              expert: SyncNet | None = None, progress: bool = True) -> AudioToLandmarks:
+              expert: SyncNet | None = None, progress: bool = True) -> tuple[AudioToLandmarks, dict]:
+    """Train the audio-to-landmark model; validation score: held-out mouth L2 (:func:`evaluate_a2l`). Returns
+    the network (best validation's weights) and the run's summary, as :func:`train_sync`."""
     from tqdm.auto import tqdm
 
     tc = cfg.train_a2l
@@ -134,17 +216,19 @@ def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, d
         expert = expert.to(device).eval()
         for p in expert.parameters():
             p.requires_grad_(False)
-    batcher = Batcher(train, tc.length, cfg.window, seed=cfg.seed)
+    batcher = Batcher(train, tc.length, cfg.window, seed=cfg.seed, device=device)
+    windows = clip_windows(val, cfg, device)  # cut once: every validation scores the same windows
     pw = _point_weights(cfg, device)
-    opt, sched = _optimizer(net, tc)
-    t0 = time.time()
-    bar = tqdm(range(tc.steps), desc="audio->landmarks", disable=not progress)
-    log = []
-    for step in bar:
+    animated = torch.as_tensor(ANIMATED, device=device)
+    opt, sched = _optimizer(net, tc, device)
+    best, clock, t0, log, step = _KeepBest(tc.patience), _Clock(device), time.time(), [], 0
+    bar = tqdm(total=tc.steps, desc="audio->landmarks", disable=not progress)
+    clock.start()
+    while step < tc.steps:
         net.train()
         b = batcher.sample(tc.batch_size)
-        mel, valid = b["mel"].to(device), b["valid"].to(device)
-        tgt = b["disp"][:, :, ANIMATED].to(device)
+        mel, valid = b["mel"], b["valid"]
+        tgt = b["disp"][:, :, animated]
         pred = net(mel)
         err = ((pred - tgt) / net.scale).abs().sum(-1) * pw  # (B, T, P)
         l_pos = (err.mean(-1) * valid).sum() / valid.sum().clamp_min(1)
@@ -152,7 +236,7 @@ def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, d
         vv = valid[:, 1:] * valid[:, :-1]
         l_vel = ((dv.abs().sum(-1) * pw).mean(-1) * vv).sum() / vv.sum().clamp_min(1)
         loss = l_pos + cfg.velocity_weight * l_vel
-        l_sync = torch.zeros(())
+        l_sync = torch.zeros((), device=device)
         if expert is not None and cfg.sync_weight > 0:
             l_sync = sync_loss(expert, mel, pred[:, :, MOUTH_IN_ANIMATED])
             loss = loss + cfg.sync_weight * l_sync
@@ -161,25 +245,38 @@ def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, d
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         sched.step()
-        if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
-            m = evaluate_a2l(net, val, cfg, baselines=False)
-            log.append({"step": step + 1, "loss": loss.item(), "pos": l_pos.item(), "sync": l_sync.item(),
-                        "val_mouth_l2": m["model"]["mouth_l2"]})
+        step += 1
+        bar.update()
+        if step % tc.val_every == 0 or step == tc.steps:
+            clock.stop()
+            m = evaluate_a2l(net, val, cfg, baselines=False, windows=windows)
+            stop = best.update(net, m["model"]["mouth_l2"], step)
+            log.append({"step": step, "loss": loss.item(), "pos": l_pos.item(), "sync": l_sync.item(),
+                        "val_mouth_l2": m["model"]["mouth_l2"], "best_step": best.step})
             if not progress:
                 print(f"a2l {log[-1]}", file=sys.stderr, flush=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{m['model']['mouth_l2']:.4f}")
-    net.eval()
-    _save(out, "a2l", net, cfg, {"step": tc.steps, "seconds": time.time() - t0, "log": log,
-                                 "sync_weight": cfg.sync_weight if expert is not None else 0.0})
-    return net
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{m['model']['mouth_l2']:.4f}", best=best.step)
+            if stop:
+                break
+            clock.start()
+    bar.close()
+    return net, _finish(out, "a2l", net, cfg, best, clock, step, t0, log,
+                        {"val_metric": "held-out mouth L2",
+                         "sync_weight": cfg.sync_weight if expert is not None else 0.0})
+
+
+def clip_windows(clips: list[Clip], cfg: AudioConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    """Each clip's per-frame mel windows ``(T, W, 80)`` on ``device``, by key."""
+    return {c.key: F.frame_windows(c.mel, c.num_frames, c.fps, cfg.window).to(device) for c in clips}
 
 
 @torch.no_grad()
-def predict_clip(net: AudioToLandmarks, mel: torch.Tensor, num_frames: int, fps: float, window: int) -> np.ndarray:
-    """(num_frames, 37, 2) displacements for a whole utterance's normalised log-mel."""
+def predict_clip(net: AudioToLandmarks, mel: torch.Tensor, num_frames: int, fps: float, window: int,
+                 windows: torch.Tensor | None = None) -> np.ndarray:
+    """(num_frames, 37, 2) displacements for a whole utterance's normalised log-mel (or its ready ``windows``)."""
     device = next(net.parameters()).device
-    win = F.frame_windows(mel, num_frames, fps, window).to(device)
-    return net.eval()(win[None])[0].cpu().numpy()
+    win = F.frame_windows(mel, num_frames, fps, window) if windows is None else windows
+    return net.eval()(win.to(device)[None])[0].cpu().numpy()
 
 
 def calibrate_gain(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig) -> float:
@@ -213,11 +310,12 @@ def _scores(pred: np.ndarray, tgt: np.ndarray, valid: np.ndarray) -> dict:
 
 
 def evaluate_a2l(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig, baselines: bool = True,
-                 gain: float | None = None) -> dict:
+                 gain: float | None = None, windows: dict[str, torch.Tensor] | None = None) -> dict:
     """Held-out errors (inter-ocular units, mean over valid frames of all clips) of the model, and with
     ``baselines``: zero displacement (the clip's mean mouth), shuffled audio (the model fed another held-out
-    clip's speech), and the opening correlation (Pearson, inner-lip gap, mean over clips). ``gain``: also score
-    the predictions scaled by it (``model_calibrated``, what rendering uses)."""
+    clip's speech, looped to length), and the opening correlation (Pearson, inner-lip gap, mean over clips).
+    ``gain``: also score the predictions scaled by it (``model_calibrated``, what rendering uses). ``windows``:
+    the clips' mel windows from :func:`clip_windows`, if cut already."""
     rows = {"model": []}
     if gain is not None:
         rows["model_calibrated"] = []
@@ -225,7 +323,7 @@ def evaluate_a2l(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig, bas
         rows.update({"mean_mouth": [], "shuffled_audio": []})
     for i, c in enumerate(clips):
         tgt = c.disp[:, ANIMATED]
-        pred = predict_clip(net, c.mel, c.num_frames, c.fps, cfg.window)
+        pred = predict_clip(net, c.mel, c.num_frames, c.fps, cfg.window, None if windows is None else windows[c.key])
         rows["model"].append(_scores(pred, tgt, c.valid))
         if gain is not None:
             rows["model_calibrated"].append(_scores(pred * gain, tgt, c.valid))
@@ -233,9 +331,9 @@ def evaluate_a2l(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig, bas
             rows["mean_mouth"].append(_scores(np.zeros_like(tgt), tgt, c.valid))
             other = clips[(i + 1) % len(clips)]
             reps = int(np.ceil(c.num_frames / other.num_frames)) + 1
-            audio = np.tile(other.audio, reps)  # as long as this clip
-            rows["shuffled_audio"].append(_scores(predict_clip(net, F.features(audio), c.num_frames, c.fps,
-                                                               cfg.window), tgt, c.valid))
+            mel = F.normalize(other.logmel.repeat(reps, 1))  # as long as this clip
+            rows["shuffled_audio"].append(_scores(predict_clip(net, mel, c.num_frames, c.fps, cfg.window), tgt,
+                                                  c.valid))
     out = {}
     for name, lst in rows.items():
         out[name] = {"mouth_l2": float(np.concatenate([r["mouth"] for r in lst]).mean()),
@@ -246,6 +344,16 @@ def evaluate_a2l(net: AudioToLandmarks, clips: list[Clip], cfg: AudioConfig, bas
 
 
 # ------------------------------------------------------------------------------------------- model card
+
+def _steps_text(m: dict, steps: int) -> str:
+    run, best = m.get("steps_run", steps), m.get("best_step", steps)
+    text = f"{run} steps" + (" (stopped early)" if run < steps else "")
+    if best != run:
+        text += f", weights of the best held-out validation (step {best})"
+    if "steps_per_second" in m:
+        text += f", {m['steps_per_second']:.0f} steps/s"
+    return text
+
 
 def model_card(metrics: dict, cfg: AudioConfig, data: str, sizes: dict[str, int]) -> str:
     a, s = metrics.get("a2l"), metrics.get("sync")
@@ -260,7 +368,7 @@ def model_card(metrics: dict, cfg: AudioConfig, data: str, sizes: dict[str, int]
     if s:
         lines += ["## Lip-sync expert (`sync/`)", "",
                   f"SyncNet-like contrastive model: 0.2 s log-mel (80 bins) vs 5 frames of mouth landmarks. "
-                  f"{cfg.train_sync.steps} steps, batch {cfg.train_sync.batch_size}, {s['seconds']:.0f} s. "
+                  f"{_steps_text(s, cfg.train_sync.steps)}, batch {cfg.train_sync.batch_size}, {s['seconds']:.0f} s. "
                   f"Size {sizes.get('sync', 0) / 1e6:.2f} MB.", "",
                   f"Held-out AV offset search over -{cfg.max_offset}..{cfg.max_offset} frames ({s['eval']['clips']} "
                   "clips):", "",
@@ -279,7 +387,8 @@ def model_card(metrics: dict, cfg: AudioConfig, data: str, sizes: dict[str, int]
         lines += ["## Audio-to-landmark model (`a2l/`)", "",
                   f"Conv mel encoder + temporal model ({'residual temporal convolutions, +-0.24 s' if cfg.a2l.temporal == 'conv' else 'bidirectional GRU'}) -> displacements of the 37 jaw and mouth points "
                   f"from the clip's neutral (mean) shape in a canonical frame (unit inter-ocular distance). "
-                  f"{cfg.train_a2l.steps} steps, batch {cfg.train_a2l.batch_size} x {cfg.train_a2l.length} frames, "
+                  f"{_steps_text(a, cfg.train_a2l.steps)}, batch {cfg.train_a2l.batch_size} x {cfg.train_a2l.length} "
+                  f"frames, "
                   f"sync-expert loss weight {a['sync_weight']}, {a['seconds']:.0f} s. "
                   f"Size {sizes.get('a2l', 0) / 1e6:.2f} MB.", "",
                   "Held-out errors (mean distance per point, inter-ocular units; lower is better; \"shape\": after "
@@ -317,10 +426,20 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*.safetensors"))
 
 
+def _summary(run: dict) -> dict:
+    """What metrics.json keeps of a training run's summary."""
+    return {"best_step": run["step"], "steps_run": run["steps_run"], "stopped_early": run["stopped_early"],
+            "train_seconds": run["train_seconds"], "steps_per_second": run["steps_per_second"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m puppeteer.audio.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="prepared dataset folder (reenact prepare)")
+    ap.add_argument("--data", required=True,
+                    help="prepared dataset folder (reenact prepare), or a feature file from --export-features")
     ap.add_argument("--out", default="runs/audio", help="output folder")
+    ap.add_argument("--export-features", metavar="FILE", default=None,
+                    help="only write the tracks + log-mel of every clip with audio of --data (a prepared folder) "
+                         "to FILE (.npz), to train later with --data FILE where there is no audio decoder")
     ap.add_argument("--what", choices=["both", "sync", "a2l"], default="both")
     ap.add_argument("--sync", default=None, help="an existing sync-expert checkpoint for --what a2l")
     ap.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1 ...")
@@ -332,59 +451,60 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train_a2l.steps=500")
     args = ap.parse_args(argv)
+    progress = not args.no_progress
+    if args.export_features:
+        path = write_features(args.data, args.export_features, progress)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+        return 0
     cfg = audio_config(args.overrides + ([f"device={args.device}"] if args.device else []))
     device = pick_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
 
-    from reenact.data.dataset import PreparedDataset
-
-    ds = PreparedDataset(args.data)
-    tr_idx, va_idx = ds.split(args.val.split(",") if args.val else None, 0.1)
-    speech = not args.all_audio
-    train = load_clips(args.data, tr_idx, progress, speech_only=speech)
-    val = load_clips(args.data, va_idx, progress, speech_only=speech)
+    clips = load_clips(args.data, progress=progress, speech_only=False)
+    held = set(args.val.split(",")) if args.val else None
+    usable = [c for c in clips if c.speech or args.all_audio]
+    val = [c for c in usable if (c.identity in held if held is not None else c.held_out)]
+    train = [c for c in usable if (c.identity not in held if held is not None else not c.held_out)]
     if not train or not val:
         raise SystemExit(f"{args.data}: need clips with audio in both splits (got {len(train)} train, {len(val)} val)")
-    points = {ds.records[i].key: ds.meta(i)["points"] for i in va_idx if ds.records[i].has_audio}
-    n_audio = sum(r.has_audio for r in ds.records)
     metrics: dict = {"data": str(args.data), "device": str(device), "train_clips": len(train), "val_clips": len(val),
-                     "audio_clips": n_audio, "dropped_clips": n_audio - len(train) - len(val),
+                     "audio_clips": len(clips), "dropped_clips": len(clips) - len(train) - len(val),
                      "train_minutes": sum(c.num_frames / c.fps for c in train) / 60,
                      "val_minutes": sum(c.num_frames / c.fps for c in val) / 60}
 
     expert_net = None
     if args.what in ("both", "sync"):
-        t = time.time()
-        expert_net = train_sync(cfg, train, val, out, device, progress)
-        ev = evaluate_sync(LipSyncExpert(expert_net, cfg.window, device), val, points)
-        metrics["sync"] = {"seconds": time.time() - t, "eval": ev}
+        expert_net, run = train_sync(cfg, train, val, out, device, progress)
+        ev = evaluate_sync(LipSyncExpert(expert_net, cfg.window, device), val)
+        metrics["sync"] = {"seconds": run["seconds"], **_summary(run), "eval": ev}
         print(f"sync expert: in-sync {ev['in_sync_ok']:.0%}, +5 {ev['late_ok']:.0%}, -5 {ev['early_ok']:.0%} "
-              f"of {ev['clips']} held-out clips", file=sys.stderr)
+              f"of {ev['clips']} held-out clips (best step {run['step']} of {run['steps_run']}, "
+              f"{run['steps_per_second']:.1f} steps/s)", file=sys.stderr)
     elif args.sync:
         expert_net, _, _ = load_audio_checkpoint(args.sync, "sync")
     if args.what in ("both", "a2l"):
-        t = time.time()
-        net = train_a2l(cfg, train, val, out, device, expert_net, progress)
+        net, run = train_a2l(cfg, train, val, out, device, expert_net, progress)
         gain = calibrate_gain(net, train, cfg)
         ev = evaluate_a2l(net, val, cfg, gain=gain)
-        metrics["a2l"] = {"seconds": time.time() - t, "eval": ev, "render_gain": gain,
-                          "sync_weight": cfg.sync_weight if expert_net is not None else 0.0}
+        metrics["a2l"] = {"seconds": run["seconds"], **_summary(run), "eval": ev, "render_gain": gain,
+                          "sync_weight": run["sync_weight"]}
         if expert_net is not None:
-            from puppeteer.audio.data import canonicalize
             from puppeteer.audio.model import full_displacement
 
             preds = {}
             for c in val:
                 pred = predict_clip(net, c.mel, c.num_frames, c.fps, cfg.window)
-                neutral = canonicalize(points[c.key], c.valid).neutral
-                preds[c.key] = neutral + full_displacement(torch.from_numpy(pred)).numpy()
+                preds[c.key] = c.neutral + full_displacement(torch.from_numpy(pred)).numpy()
             sp = evaluate_sync(LipSyncExpert(expert_net, cfg.window, device), val, preds)
             metrics["a2l"]["sync_of_predictions"] = {k: v for k, v in sp.items() if k != "rows"}
-        print("audio->landmarks held-out mouth L2: " + ", ".join(f"{k} {v['mouth_l2']:.4f}" for k, v in ev.items()),
+        print("audio->landmarks held-out mouth L2: " + ", ".join(f"{k} {v['mouth_l2']:.4f}" for k, v in ev.items())
+              + f" (best step {run['step']} of {run['steps_run']}, {run['steps_per_second']:.1f} steps/s)",
               file=sys.stderr)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     sizes = {}
@@ -395,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             if net_ is not None:
                 summary = {k: v for k, v in metrics[kind].items() if k != "eval"}
                 summary["eval"] = {k: v for k, v in metrics[kind]["eval"].items() if k != "rows"}
-                meta = {"step": getattr(cfg, f"train_{kind}").steps, "metrics": summary}
+                meta = {"step": metrics[kind]["best_step"], "metrics": summary}
                 if kind == "a2l":
                     meta["render_gain"] = metrics["a2l"]["render_gain"]
                 p = save_audio_checkpoint(ship / kind, kind, net_.cpu(), cfg, meta, half=True)
