@@ -148,7 +148,8 @@ def _cmd_eval(a):
                        checkpoint=a.checkpoint, clips=a.clips, frames_per_clip=a.frames_per_clip, split=a.split,
                        seed=a.seed, device=a.device, warp_kind=a.warp_kind, fid_weights=a.fid_weights,
                        render_cache=a.render_cache,
-                       grid_rows=a.grid_rows)
+                       grid_rows=a.grid_rows, sync_checkpoint=None if a.sync_expert == "none" else a.sync_expert,
+                       sync_seconds=a.sync_seconds, speech_model=a.speech_model)
     rep = run_eval(a.data, a.out, opts)
     print(results_markdown(rep.results))
     print(f"wrote {', '.join(str(f) for f in rep.files)} in {rep.seconds:.0f} s")
@@ -415,14 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_watermark_arg(s)
     s.set_defaults(func=_cmd_render)
 
-    s = sub.add_parser("eval", help="evaluate methods by self- or cross-reenactment on a prepared dataset",
+    s = sub.add_parser("eval", help="evaluate methods by self-, cross-reenactment or speech on a prepared dataset",
                        description="Self: render later frames of held-out clips from their own landmarks and "
                                    "compare with the real frames. Cross: drive one person with another's motion. "
-                                   "Writes results.json, results.md and grid images to --out.")
-    s.add_argument("--protocol", choices=["self", "cross"], default="self")
+                                   "Speech: drive each held-out clip's first frame with the clip's own audio "
+                                   "(mouth distance to the real track, AV sync, blinks; rendered too with "
+                                   "--checkpoint). Writes results.json, results.md and grid images to --out.")
+    s.add_argument("--protocol", choices=["self", "cross", "speech"], default="self")
     s.add_argument("--data", required=True, help="prepared dataset folder (from `reenact prepare`)")
     s.add_argument("--method", default="static,warp", help="comma list of static, warp, model (default static,warp)")
-    s.add_argument("--checkpoint", help="meta-learned checkpoint for --method model")
+    s.add_argument("--checkpoint", help="meta-learned checkpoint for --method model (speech: renders the portrait)")
     s.add_argument("--shots", default="1,8", help="comma list of K source frames (default 1,8)")
     s.add_argument("--ft-steps", type=int, default=0, help="fine-tuning steps for the model (0: feed-forward)")
     s.add_argument("--clips", type=int, default=None, help="at most this many clips (seeded random subset)")
@@ -437,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--render-cache", help="folder of outputs rendered elsewhere by `python -m "
                                           "reenact.metrics.render_cache` (read; missing entries are rendered)")
     s.add_argument("--grid-rows", type=int, default=8, help="target frames shown in the grid images")
+    s.add_argument("--sync-expert", default="default",
+                   help="lip-sync expert checkpoint for AV sync (default: the shipped one; none: off, self only)")
+    s.add_argument("--sync-seconds", type=float, default=3.0,
+                   help="self: AV sync of a rendered segment this long per method (0: only the real tracks)")
+    s.add_argument("--speech-model", help="speech: audio-to-landmark checkpoint (default: the shipped one)")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=_cmd_eval)
 

@@ -31,14 +31,22 @@ def test_self_protocol_writes_results_table_and_grid(self_run, capsys):
             assert set(e["all"]) == set(res["metrics"]) and e["fid"] == "unavailable"
             assert 0 < e["all"]["ssim"] <= 1 and e["all"]["psnr"] > 15 and 0 <= e["all"]["acd"] < 0.6
             assert e["no_face"] == 0
-    assert res["av_sync"]["status"] == "unavailable"
+    # AV sync by the shipped lip-sync expert: the real driving tracks, and landmarks found on rendered segments
+    sync = res["av_sync"]
+    assert sync["status"] == "ok" and sync["real"]["clips"] == 3 and sync["real"]["av_conf"] > 0
+    for m in ("warp", "static"):
+        for k in ("1", "2"):
+            e = sync["rendered"][m][k]
+            assert e["clips"] + e["failed"] == 3 and e["clips"] >= 2
+    # the warp moves the mouth with the driving landmarks; the static source's mouth never follows the speech
+    assert sync["rendered"]["warp"]["1"]["in_sync"] > sync["rendered"]["static"]["1"]["in_sync"]
     # the classical warp follows the target landmarks; the static source cannot
     for k in ("1", "2"):
         warp, static = res["results"]["warp"][k]["all"], res["results"]["static"][k]["all"]
         assert warp["ssim"] > static["ssim"]
         assert warp["lmd"] < static["lmd"]
     md = (self_run / "results.md").read_text()
-    assert "| warp | 1 |" in md and "Hard frames" in md and "FID: " in md
+    assert "| warp | 1 |" in md and "Hard frames" in md and "FID: " in md and "## AV sync" in md
     grid = io.read_image(self_run / "grid_k1.png")
     s = 64
     assert grid.shape[1] == 4 * s  # source | real | warp | static
@@ -115,6 +123,12 @@ def test_model_adapter_uses_the_public_api(monkeypatch):
     n, shape, steps, lm = calls["personalize"]
     assert (n, shape, steps) == (2, (64, 64, 3), 7) and np.allclose(lm, sp)
     assert np.allclose(calls["points"], tp * 0.5)
+    # the same sources again (the AV-sync segment) reuse the personalised avatar; new sources personalise anew
+    del calls["personalize"]
+    r.render(src, sp, tp[:1])
+    assert "personalize" not in calls
+    r.render(src, sp + 1, tp[:1])
+    assert "personalize" in calls
 
 
 @pytest.mark.slow

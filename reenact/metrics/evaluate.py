@@ -1,4 +1,5 @@
-"""The evaluation protocols behind ``reenact eval``: self- and cross-reenactment on a prepared dataset.
+"""The evaluation protocols behind ``reenact eval``: self- and cross-reenactment on a prepared dataset (the speech
+protocol lives in :mod:`reenact.metrics.speech`).
 
 Self-reenactment (Zakharov et al. 2019, section 4): on held-out clips, a method sees K source frames taken from
 the start of a clip (spread over its first third) and renders the later frames (``frames_per_clip`` targets,
@@ -22,6 +23,13 @@ landmarks, ``reenact.warp``) and ``model`` (``Reenactor.load(checkpoint).persona
 then ``avatar.render_batch(targets)``). "Nearest" source: the one whose landmarks are closest (mean distance) to
 the target's; with one shot it is simply the source.
 
+AV sync (self-reenactment, clips with speech-like audio; ``sync_checkpoint``, the shipped landmark lip-sync expert
+by default): the offset and confidence of the real driving track with its audio (what the methods are asked to
+draw), and, per method and K, of the landmarks dlib finds on a rendered contiguous segment (``sync_seconds`` of
+every frame after the clip's first third) with the segment's audio (what the method drew). The segment is one
+more render call per clip, method and K (the model reuses the avatar personalised for the clip's targets;
+``sync_seconds=0`` skips it).
+
 Outputs in ``out``: ``results.json`` (per method and shots, every metric's mean over all targets and over the
 hard frames, counts, failures), ``results.md`` (tables) and ``grid_k{K}.png`` (rows of target frames: source |
 real or driver | each method, at full resolution). Runs are deterministic for a given seed.
@@ -40,7 +48,7 @@ import numpy as np
 from reenact.errors import InputError
 from reenact.landmarks.parts import MOUTH
 
-Protocol_ = Literal["self", "cross"]
+Protocol_ = Literal["self", "cross", "speech"]
 METHODS = ("static", "warp", "model")
 # Rigid points for alignment: the nose (bridge and base) and the four eye corners barely move with expression.
 RIGID = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
@@ -68,7 +76,10 @@ class EvalOptions:
     all of the split). frames_per_clip: targets per clip. split: ``val`` (identities held out by
     ``PreparedDataset.split(None, val_fraction)``), ``train`` or ``all``. warp_kind: ``pa`` or ``tps``.
     fid_weights: local Inception-v3 weights file for FID (None: FID unavailable). grid_rows: rows of the grid
-    image. batch_size: images per rendering batch.
+    image. batch_size: images per rendering batch. sync_checkpoint: the lip-sync expert for AV sync ("default": the
+    shipped one; None: AV sync off). sync_seconds: length of the rendered segment whose AV sync is measured per
+    method (self protocol; 0: off). speech_model: audio-to-landmark checkpoint of the speech protocol (None: the
+    shipped one); there ``methods`` are not used and ``checkpoint``, when given, renders the driven portrait.
     """
 
     protocol: Protocol_ = "self"
@@ -88,16 +99,23 @@ class EvalOptions:
     batch_size: int = 16
     progress: bool = True
     render_cache: str | None = None  # folder of stored outputs (``reenact.metrics.render_cache``): read, else fill
+    sync_checkpoint: str | None = "default"
+    sync_seconds: float = 3.0
+    speech_model: str | None = None
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
         self.shots = tuple(int(k) for k in self.shots)
-        if self.protocol not in ("self", "cross"):
-            raise InputError("eval options", f"protocol must be 'self' or 'cross', got {self.protocol!r}")
+        if self.protocol not in ("self", "cross", "speech"):
+            raise InputError("eval options", f"protocol must be 'self', 'cross' or 'speech', got {self.protocol!r}")
+        if self.protocol == "speech" and not self.sync_checkpoint:
+            raise InputError("eval options", "the speech protocol needs a lip-sync expert (sync_checkpoint)")
+        if self.sync_seconds < 0:
+            raise InputError("eval options", f"sync_seconds must be >= 0, got {self.sync_seconds}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise InputError("eval options", f"unknown method(s) {bad or '(none)'}; choose from {', '.join(METHODS)}")
-        if "model" in self.methods and not self.checkpoint:
+        if "model" in self.methods and not self.checkpoint and self.protocol != "speech":
             raise InputError("eval options", "the 'model' method needs a checkpoint (--checkpoint)")
         if not self.shots or min(self.shots) < 1:
             raise InputError("eval options", f"shots must be positive integers, got {self.shots}")
@@ -160,14 +178,25 @@ class ModelRenderer:
 
         self.reenactor = Reenactor.load(checkpoint, device)
         self.ft_steps, self.seed, self.batch_size = int(ft_steps), int(seed), batch_size
+        self._last: tuple[str, object] | None = None  # (sources' hash, avatar) of the latest personalisation
 
     def render(self, src_images, src_points, tgt_points):
+        import hashlib
+
         import cv2
         import torch
 
-        torch.manual_seed(self.seed)
-        avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
-                                            progress=False, seed=self.seed)
+        # The same sources again (the AV-sync segment after a clip's targets) reuse the avatar: personalisation is
+        # seeded, so a second one would give the same avatar at the cost of another fine-tuning.
+        h = hashlib.sha1(np.ascontiguousarray(src_images).tobytes())
+        h.update(np.ascontiguousarray(src_points, np.float32).tobytes())
+        if self._last is not None and self._last[0] == h.hexdigest():
+            avatar = self._last[1]
+        else:
+            torch.manual_seed(self.seed)
+            avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
+                                                progress=False, seed=self.seed)
+            self._last = (h.hexdigest(), avatar)
         S, R = src_images.shape[1], avatar.resolution
         out = avatar.render_batch(np.asarray(tgt_points, np.float32) * (R / S), batch_size=self.batch_size)
         if R != S:
@@ -334,6 +363,10 @@ def _grid_pick(n_total: int, rows: int) -> set[int]:
 def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport:
     """Evaluate ``opts.methods`` on the prepared dataset ``data``; write results.json, results.md and grid
     images to ``out``. Returns the results dict and the files written."""
+    if opts.protocol == "speech":
+        from reenact.metrics.speech import run_speech_eval
+
+        return run_speech_eval(data, out, opts)
     from tqdm.auto import tqdm
 
     from reenact.data.dataset import PreparedDataset
@@ -373,6 +406,9 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
     total_targets = len(pool) * opts.frames_per_clip
     pick = _grid_pick(total_targets, opts.grid_rows)
     counter = 0
+    expert, sync_status = _sync_expert(opts) if opts.protocol == "self" else (None, None)
+    sync_real: list[dict] = []
+    sync_rendered: dict[tuple[str, int], list[dict]] = {key: [] for key in rows}
 
     for clip in tqdm(pool, desc=f"eval {opts.protocol}", unit="clip", disable=not opts.progress):
         frames = ds.frames(clip)
@@ -384,6 +420,9 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
             real_faces = [analyzer.analyze(f) for f in shown]
             real_no_face += sum(f is None for f in real_faces)
             real_cpbd.extend(_real_cpbd(shown, tgt_points_base))
+            segment = _sync_segment(ds, clip, expert, opts) if expert is not None else None
+            if segment is not None:
+                sync_real.append(segment["real"])
             if fid_model is not None:
                 from reenact.metrics.fid import inception_features
 
@@ -430,6 +469,8 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
                     met = cross_metrics(fake, tgt_points, source_desc, driver_descs, analyzer)
                 for j in range(len(fake)):
                     rows[(m, k)].append({key: float(v[j]) for key, v in met.items()})
+                if opts.protocol == "self" and segment is not None and segment["points"] is not None:
+                    sync_rendered[(m, k)].append(_rendered_sync(r, src_imgs, src_pts, segment, expert))
                 if fid_model is not None:
                     from reenact.metrics.fid import inception_features
 
@@ -441,10 +482,77 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
 
     results = _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_face, feats_real,
                          feats_fake, hard_frames)
+    if opts.protocol == "self":
+        results["av_sync"] = _sync_summary(sync_status, sync_real, sync_rendered, opts)
     results["seconds"] = round(time.time() - t0, 1)
     out = Path(out)
     files = _write_outputs(out, results, grid_rows, opts)
     return EvalReport(results, out, files, results["seconds"])
+
+
+def _sync_expert(opts: EvalOptions):
+    """(the lip-sync expert, None) or (None, the reason AV sync is unavailable)."""
+    from reenact.errors import CheckpointError
+    from reenact.metrics.sync import UNAVAILABLE, load_expert
+
+    if not opts.sync_checkpoint:
+        return None, dict(UNAVAILABLE)
+    try:
+        return load_expert(opts.sync_checkpoint, "cpu"), None
+    except CheckpointError as e:  # reported as unavailable, never faked
+        return None, {"status": "unavailable", "reason": str(e)}
+
+
+def _sync_segment(ds, clip: int, expert, opts: EvalOptions) -> dict | None:
+    """For a clip with speech-like audio: the AV sync of its whole real track (``real``), and the segment whose
+    renderings are scored: ``points`` (N, 68, 2) of every frame from the end of the first third on, ``sync_seconds``
+    long (None when under 0.4 s), its ``audio`` and ``fps``. None for a clip without such audio."""
+    from puppeteer.audio.data import has_speech  # lazy: the speech side lives in puppeteer.audio
+    from reenact.metrics.sync import av_sync
+
+    rec = ds.records[clip]
+    if not rec.has_audio:
+        return None
+    sr, fps = 16000, float(rec.fps)
+    audio = ds.audio(clip, sr)
+    if not has_speech(audio, fps):
+        return None
+    meta = ds.meta(clip)
+    points, valid = meta["points"].astype(np.float32), meta["valid"].astype(bool)
+    seg = {"real": av_sync(points, audio, fps, sr, expert=expert, valid=valid), "points": None, "fps": fps}
+    start = len(points) // 3
+    end = min(len(points), start + int(round(opts.sync_seconds * fps)))
+    if opts.sync_seconds > 0 and (end - start) / fps >= 0.4:  # the expert needs 5 frames at 25 fps, and context
+        seg["points"] = points[start:end]
+        seg["audio"] = audio[int(round(start / fps * sr)):int(round(end / fps * sr))]
+    return seg
+
+
+def _rendered_sync(renderer, src_imgs, src_pts, segment: dict, expert) -> dict:
+    """AV sync of the landmarks dlib finds on a method's rendering of the segment's frames."""
+    from reenact.errors import NoFaceError
+    from reenact.metrics.sync import av_sync
+
+    frames = renderer.render(src_imgs, src_pts, segment["points"])
+    try:
+        return av_sync(frames, segment["audio"], segment["fps"], 16000, expert=expert)
+    except (NoFaceError, ValueError) as e:  # no face on any frame, or too few frames: counted, not hidden
+        return {"status": "failed", "reason": str(e)}
+
+
+def _sync_summary(status: dict | None, real: list[dict], rendered: dict, opts: EvalOptions) -> dict:
+    from reenact.metrics.sync import summarize
+
+    if status is not None:
+        return status
+    if not real:
+        return {"status": "unavailable", "reason": "no clip with speech-like audio among the evaluated clips"}
+    out = {"status": "ok", "expert": opts.sync_checkpoint, "real": summarize(real),
+           "segment_seconds": opts.sync_seconds, "rendered": {}}
+    for (m, k), lst in rendered.items():
+        if lst:
+            out["rendered"].setdefault(m, {})[str(k)] = summarize(lst)
+    return out
 
 
 def _real_cpbd(images: np.ndarray, points: np.ndarray) -> list[float]:
@@ -500,6 +608,10 @@ def _fmt(v, spec: str) -> str:
 
 def results_markdown(res: dict) -> str:
     """The tables of ``results.md`` from a results dict."""
+    if res["protocol"] == "speech":
+        from reenact.metrics.speech import speech_markdown
+
+        return speech_markdown(res)
     names = res["metrics"]
     head = ["method", "K"] + [_TITLES[n][0] for n in names] + ["no face"]
     lines = [f"# reenact eval: {res['protocol']}-reenactment", "",
@@ -521,9 +633,27 @@ def results_markdown(res: dict) -> str:
         if res.get("real"):
             lines.append(f"Real frames: CPBD {_fmt(res['real']['cpbd'], '{:.3f}')}, "
                          f"no face found in {res['real']['no_face']}.")
-    lines.append(f"AV sync: {res['av_sync']['status']} ({res['av_sync'].get('reason', '')}).")
+    lines += _sync_markdown(res["av_sync"])
     lines.append("")
     return "\n".join(lines)
+
+
+def _sync_markdown(sync: dict) -> list[str]:
+    if sync.get("status") != "ok":
+        return [f"AV sync: {sync['status']} ({sync.get('reason', '')})."]
+    r = sync["real"]
+    lines = ["", f"## AV sync (lip-sync expert `{sync['expert']}`)", "",
+             f"Real driving tracks of {r['clips']} clips with speech: abs offset {_fmt(r['av_abs_offset'], '{:.2f}')} "
+             f"frames, in sync (abs offset <= 1) {_fmt(r['in_sync'], '{:.0%}')}, confidence "
+             f"{_fmt(r['av_conf'], '{:.3f}')}."]
+    if sync["rendered"]:
+        lines += ["", f"Landmarks detected on rendered {sync['segment_seconds']:g} s segments:", "",
+                  "| method | K | clips | abs AV offset | in sync | AV conf | no face |", "|---|---|---|---|---|---|---|"]
+        for m, per_k in sync["rendered"].items():
+            for k, e in per_k.items():
+                lines.append(f"| {m} | {k} | {e['clips']} | {_fmt(e['av_abs_offset'], '{:.2f}')} | "
+                             f"{_fmt(e['in_sync'], '{:.0%}')} | {_fmt(e['av_conf'], '{:.3f}')} | {e['failed']} |")
+    return lines
 
 
 def _label(text: str, width: int) -> np.ndarray:

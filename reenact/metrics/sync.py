@@ -7,7 +7,8 @@ landmarks, not pixels: it scores what a landmark-driven renderer was asked to dr
 output frames, what it drew).
 
 Without an expert (no ``expert`` object and no ``checkpoint``) :func:`av_sync` reports itself unavailable: a
-metric is never faked, and evaluation reports go on saying so.
+metric is never faked, and evaluation reports go on saying so. :func:`summarize` turns per-clip results into the
+figures the evaluation reports give (mean offset, mean absolute offset, share in sync, mean confidence).
 """
 from __future__ import annotations
 
@@ -36,19 +37,35 @@ def load_expert(checkpoint: str | os.PathLike, device: str = "cpu"):
 
 
 def av_sync(frames_or_landmarks: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int = 16000,
-            expert: SyncExpert | None = None, checkpoint: str | os.PathLike | None = None) -> dict:
+            expert: SyncExpert | None = None, checkpoint: str | os.PathLike | None = None,
+            valid: np.ndarray | None = None) -> dict:
     """AV sync of a clip: ``{"status": "ok", "offset": frames, "confidence": c, ...}``, or ``UNAVAILABLE``.
 
     frames_or_landmarks: a landmark track ``(T, 68, 2)`` (any pixel frame) or RGB frames ``(T, H, W, 3)``
     (landmarks are then detected with dlib). The expert is ``expert`` or loaded from ``checkpoint``. For a
-    landmark track and the landmark expert, the result also has ``min_dist`` and ``median_dist``. Offsets are in
-    frames at ``fps``; positive means the audio comes late. Never raises for a missing expert."""
+    landmark track and the landmark expert, the result also has ``min_dist`` and ``median_dist``, and ``valid``
+    (T,) marks the frames whose landmarks were detected (the others, interpolated, do not fix the track's
+    canonical frame). Offsets are in frames at ``fps``; positive means the audio comes late. Never raises for a
+    missing expert."""
     if expert is None and checkpoint is None:
         return dict(UNAVAILABLE)
     if expert is None:
         expert = load_expert(checkpoint)
     x = np.asarray(frames_or_landmarks)
     if x.ndim == 3 and x.shape[1:] == (68, 2) and hasattr(expert, "av_sync"):
-        return expert.av_sync(x, audio, fps, sample_rate)
+        return expert.av_sync(x, audio, fps, sample_rate, valid=valid)
     offset, conf = expert.offset_confidence(x, audio, fps, sample_rate)
     return {"status": "ok", "offset": float(offset), "confidence": float(conf)}
+
+
+def summarize(results: list[dict]) -> dict:
+    """Per-clip :func:`av_sync` results -> ``{"clips", "av_offset", "av_abs_offset", "in_sync", "av_conf",
+    "failed"}``: means over the clips with a result (``in_sync``: share with ``|offset| <= 1`` frame) and the
+    number without one (``status`` not ``ok``, e.g. no face found on rendered frames)."""
+    ok = [r for r in results if r.get("status") == "ok"]
+    off = np.array([r["offset"] for r in ok], np.float64)
+    return {"clips": len(ok), "av_offset": float(off.mean()) if len(ok) else None,
+            "av_abs_offset": float(np.abs(off).mean()) if len(ok) else None,
+            "in_sync": float((np.abs(off) <= 1).mean()) if len(ok) else None,
+            "av_conf": float(np.mean([r["confidence"] for r in ok])) if ok else None,
+            "failed": len(results) - len(ok)}
