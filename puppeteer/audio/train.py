@@ -219,7 +219,8 @@ def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, d
     batcher = Batcher(train, tc.length, cfg.window, seed=cfg.seed, device=device)
     windows = clip_windows(val, cfg, device)  # cut once: every validation scores the same windows
     pw = _point_weights(cfg, device)
-    animated = torch.as_tensor(ANIMATED, device=device)
+    animated = torch.as_tensor(ANIMATED, device=device)  # index tensors on the device: no copy per step
+    mouth = torch.as_tensor(MOUTH_IN_ANIMATED, device=device)
     opt, sched = _optimizer(net, tc, device)
     best, clock, t0, log, step = _KeepBest(tc.patience), _Clock(device), time.time(), [], 0
     bar = tqdm(total=tc.steps, desc="audio->landmarks", disable=not progress)
@@ -238,7 +239,7 @@ def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, d
         loss = l_pos + cfg.velocity_weight * l_vel
         l_sync = torch.zeros((), device=device)
         if expert is not None and cfg.sync_weight > 0:
-            l_sync = sync_loss(expert, mel, pred[:, :, MOUTH_IN_ANIMATED])
+            l_sync = sync_loss(expert, mel, pred[:, :, mouth])
             loss = loss + cfg.sync_weight * l_sync
         opt.zero_grad(set_to_none=True)
         loss.backward()
