@@ -34,6 +34,7 @@ def test_self_protocol_writes_results_table_and_grid(self_run, capsys):
     # AV sync by the shipped lip-sync expert: the real driving tracks, and landmarks found on rendered segments
     sync = res["av_sync"]
     assert sync["status"] == "ok" and sync["real"]["clips"] == 3 and sync["real"]["av_conf"] > 0
+    assert sync["real_segment"]["clips"] == 3
     for m in ("warp", "static"):
         for k in ("1", "2"):
             e = sync["rendered"][m][k]

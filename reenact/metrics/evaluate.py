@@ -408,6 +408,7 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
     counter = 0
     expert, sync_status = _sync_expert(opts) if opts.protocol == "self" else (None, None)
     sync_real: list[dict] = []
+    sync_real_segment: list[dict] = []
     sync_rendered: dict[tuple[str, int], list[dict]] = {key: [] for key in rows}
 
     for clip in tqdm(pool, desc=f"eval {opts.protocol}", unit="clip", disable=not opts.progress):
@@ -423,6 +424,8 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
             segment = _sync_segment(ds, clip, expert, opts) if expert is not None else None
             if segment is not None:
                 sync_real.append(segment["real"])
+                if segment["points"] is not None:
+                    sync_real_segment.append(segment["real_segment"])
             if fid_model is not None:
                 from reenact.metrics.fid import inception_features
 
@@ -483,7 +486,7 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
     results = _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_face, feats_real,
                          feats_fake, hard_frames)
     if opts.protocol == "self":
-        results["av_sync"] = _sync_summary(sync_status, sync_real, sync_rendered, opts)
+        results["av_sync"] = _sync_summary(sync_status, sync_real, sync_real_segment, sync_rendered, opts)
     results["seconds"] = round(time.time() - t0, 1)
     out = Path(out)
     files = _write_outputs(out, results, grid_rows, opts)
@@ -525,6 +528,8 @@ def _sync_segment(ds, clip: int, expert, opts: EvalOptions) -> dict | None:
     if opts.sync_seconds > 0 and (end - start) / fps >= 0.4:  # the expert needs 5 frames at 25 fps, and context
         seg["points"] = points[start:end]
         seg["audio"] = audio[int(round(start / fps * sr)):int(round(end / fps * sr))]
+        # the reference for the renderings: the real landmarks of the same frames with the same audio
+        seg["real_segment"] = av_sync(seg["points"], seg["audio"], fps, sr, expert=expert, valid=valid[start:end])
     return seg
 
 
@@ -540,7 +545,8 @@ def _rendered_sync(renderer, src_imgs, src_pts, segment: dict, expert) -> dict:
         return {"status": "failed", "reason": str(e)}
 
 
-def _sync_summary(status: dict | None, real: list[dict], rendered: dict, opts: EvalOptions) -> dict:
+def _sync_summary(status: dict | None, real: list[dict], real_segment: list[dict], rendered: dict,
+                  opts: EvalOptions) -> dict:
     from reenact.metrics.sync import summarize
 
     if status is not None:
@@ -548,7 +554,7 @@ def _sync_summary(status: dict | None, real: list[dict], rendered: dict, opts: E
     if not real:
         return {"status": "unavailable", "reason": "no clip with speech-like audio among the evaluated clips"}
     out = {"status": "ok", "expert": opts.sync_checkpoint, "real": summarize(real),
-           "segment_seconds": opts.sync_seconds, "rendered": {}}
+           "segment_seconds": opts.sync_seconds, "real_segment": summarize(real_segment), "rendered": {}}
     for (m, k), lst in rendered.items():
         if lst:
             out["rendered"].setdefault(m, {})[str(k)] = summarize(lst)
@@ -647,8 +653,12 @@ def _sync_markdown(sync: dict) -> list[str]:
              f"frames, in sync (abs offset <= 1) {_fmt(r['in_sync'], '{:.0%}')}, confidence "
              f"{_fmt(r['av_conf'], '{:.3f}')}."]
     if sync["rendered"]:
-        lines += ["", f"Landmarks detected on rendered {sync['segment_seconds']:g} s segments:", "",
-                  "| method | K | clips | abs AV offset | in sync | AV conf | no face |", "|---|---|---|---|---|---|---|"]
+        e = sync["real_segment"]
+        lines += ["", f"Landmarks detected on rendered {sync['segment_seconds']:g} s segments (real: the driving "
+                      "landmarks of the same frames):", "",
+                  "| method | K | clips | abs AV offset | in sync | AV conf | no face |", "|---|---|---|---|---|---|---|",
+                  f"| real | - | {e['clips']} | {_fmt(e['av_abs_offset'], '{:.2f}')} | {_fmt(e['in_sync'], '{:.0%}')} | "
+                  f"{_fmt(e['av_conf'], '{:.3f}')} | - |"]
         for m, per_k in sync["rendered"].items():
             for k, e in per_k.items():
                 lines.append(f"| {m} | {k} | {e['clips']} | {_fmt(e['av_abs_offset'], '{:.2f}')} | "
