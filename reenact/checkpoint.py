@@ -273,3 +273,40 @@ def prune_checkpoints(folder: str | Path, keep: int, prefix: str = "step_") -> N
     for p in dirs[:-keep]:
         if p.name != latest:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, modules: tuple[str, ...] = ("E_ema", "G_ema", "D"),
+                      dtype: str = "float16", meta: dict[str, Any] | None = None) -> Path:
+    """A compact inference + fine-tuning copy of a stage-1 checkpoint: only ``modules`` (falling back from
+    ``E_ema``/``G_ema`` to ``E``/``G`` when a run kept no EMA), floating tensors in ``dtype`` (cast back to fp32
+    on load), no optimiser state, machine-specific paths cleared from the config. Written atomically."""
+    from omegaconf import OmegaConf
+
+    if dtype not in ("float16", "bfloat16", "float32"):
+        raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
+    ck = load_checkpoint(src, train_state=False)
+    want = getattr(torch, dtype)
+    chosen = []
+    for name in modules:
+        if name not in ck.weights and name.endswith("_ema") and name[:-4] in ck.weights:
+            name = name[:-4]
+        if name not in ck.weights:
+            raise CheckpointError(f"{ck.path}: no weights for {name!r} (has: {', '.join(ck.weights)})")
+        chosen.append(name)
+    cfg = ck.config
+    if cfg is not None:
+        cfg = OmegaConf.merge(cfg, {"data": {"root": ""}, "train": {"out_dir": "", "resume": "none",
+                                                                     "init_weights": ""}})
+
+    class _Holder(nn.Module):  # save_checkpoint takes modules; wrap the stored tensors without building nets
+        def __init__(self, tensors: dict[str, torch.Tensor]):
+            super().__init__()
+            self._t = {k: (v.to(want) if v.is_floating_point() else v) for k, v in tensors.items()}
+
+        def state_dict(self, *args, **kwargs):  # noqa: D102 - the stored tensors, in their export dtype
+            return dict(self._t)
+
+    info = {k: v for k, v in ck.meta.items() if k in ("step", "versions", "seconds")}
+    info.update(meta or {})
+    info["exported_from"] = {"path": str(ck.path), "step": ck.step, "dtype": dtype}
+    return save_checkpoint(dst, {n: _Holder(ck.weights[n]) for n in chosen}, cfg, info)

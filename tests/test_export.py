@@ -1,0 +1,39 @@
+"""Exported (fp16, no optimiser) checkpoints and the bundled default model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reenact.api import Reenactor, default_checkpoint
+from reenact.checkpoint import export_checkpoint, load_checkpoint
+from reenact.errors import CheckpointError
+
+
+def _render(ck, image):
+    av = Reenactor.load(ck, "cpu").personalize([image], steps=0, progress=False)
+    sp = np.asarray(av.source_points)[0]
+    return av.render_batch(np.stack([sp, sp + np.array([2.0, 1.0])]).astype(np.float32)).astype(np.float64)
+
+
+def test_fp16_export_renders_like_the_original(tmp_path, tiny_warp_checkpoint, portrait):
+    from reenact import io
+
+    portrait_image = io.read_image(portrait)
+    out = export_checkpoint(tiny_warp_checkpoint, tmp_path / "export")
+    ck = load_checkpoint(out)
+    assert set(ck.weights) <= {"E_ema", "G_ema", "E", "G", "D"} and ck.train_state is None
+    assert all(t.dtype.is_floating_point is False or str(t.dtype) == "torch.float16"
+               for w in ck.weights.values() for t in w.values())
+    assert ck.config.data.root == "" and ck.meta["exported_from"]["dtype"] == "float16"
+    a, b = _render(tiny_warp_checkpoint, portrait_image), _render(out, portrait_image)
+    assert np.abs(a - b).max() <= 2.0  # fp16 rounding: at most a couple of gray levels
+    with pytest.raises(CheckpointError, match="no weights for 'X'"):
+        export_checkpoint(tiny_warp_checkpoint, tmp_path / "bad", modules=("X",))
+
+
+def test_default_model_is_bundled_small_and_loads():
+    path = default_checkpoint()
+    size = sum(f.stat().st_size for f in path.iterdir())
+    assert size < 40 * 2**20
+    r = Reenactor.load(None, "cpu")
+    assert r.base.config.model.resolution == 256 and (path / "MODEL_CARD.md").exists()
