@@ -75,6 +75,7 @@ class Outcome:
     path: Path
     message: str
     verification: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of the pipeline (benchmarks)
 
 
 @contextlib.contextmanager
@@ -263,8 +264,11 @@ class Handlers:
                 progress(0.5, "speaking: predicting the mouth from the speech, rendering, writing the video")
                 res = speak(src, out, avatar=avatar, crop=not paste_back, progress=True, **speech)
                 msg = f"{res.frames} frames at {res.fps:g} fps, {res.audio_seconds:.1f} s of speech"
+        t = time.perf_counter()
+        proof = self.verify_text(out)
+        timings = {**res.timings, "verify": time.perf_counter() - t}
         progress(1.0, "done")
-        return Outcome(out, f"{msg}. {self._stamp_note(watermark)}", self.verify_text(out))
+        return Outcome(out, f"{msg}. {self._stamp_note(watermark)}", proof, timings)
 
     def personalise(self, photos: Sequence, *, steps: int = 100, progress: Progress = _no_progress) -> Outcome:
         """Photos of one person -> an avatar file (``.safetensors``) to download."""
