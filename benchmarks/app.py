@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import shutil
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from end_to_end import cpu_name  # noqa: E402 - the sibling benchmark script (this folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -46,16 +47,6 @@ def cut(clip: Path, seconds: float, out: Path) -> Path:
     frames = list(io.read_frames(clip, max_frames=n))
     audio = io.read_audio(clip, 16000)[:round(len(frames) * 16000 / info.fps)] if info.has_audio else None
     return io.write_video(out, frames, info.fps, audio=audio, provenance=None)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class StageClock:

@@ -1,8 +1,8 @@
 """Side-by-side grid of held-out self-reenactment from a render cache: real | warp | models ... (full resolution).
 
     python benchmarks/compare_grid.py --data .devdata/prepared --cache runs/cache/cache --shots 1 \
-        --column "warp=warp-pa-k1" --column "base G, FT=model-small.step_0007000-ft40-s0-k1" \
-        --column "warp-guided G, FT=model-warp2.step_0006000-ft40-s0-k1" --rows 6 --out docs/images/grid.jpg
+        --column "warp=warp-pa-k1" --column "base G, FT=model-f411d2c66c82-ft40-s0-k1" \
+        --column "warp-guided G, FT=model-d4f0b24361e9-ft40-s0-k1" --rows 6 --out docs/images/grid.jpg
 
 Each column is a cache tag of ``reenact.metrics.render_cache`` (fill it with ``reenact eval --render-cache`` or
 ``python -m reenact.metrics.render_cache``); rows are the first target of evenly spaced held-out clips.

@@ -568,8 +568,9 @@ def _real_cpbd(images: np.ndarray, points: np.ndarray) -> list[float]:
     return [cpbd(im, face_box(p, h, w)) for im, p in zip(images, points)]
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    a = np.asarray(values, np.float64)
+def _mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the finite values (None and NaN/inf left out); None when there are none."""
+    a = np.asarray([v for v in values if v is not None], np.float64)
     a = a[np.isfinite(a)]
     return float(a.mean()) if len(a) else None
 
@@ -606,9 +607,9 @@ def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_
     return res
 
 
-def _fmt(v, spec: str) -> str:
+def _fmt(v, spec: str, missing: str = "n/a") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
+        return missing
     return spec.format(v)
 
 

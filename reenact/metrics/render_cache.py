@@ -59,8 +59,12 @@ def method_tag(method: str, k: int, opts) -> str:
     """Cache tag of one method at K shots: the settings that change its outputs."""
     if method != "model":
         return f"{method}-{getattr(opts, 'warp_kind', 'pa') if method == 'warp' else 'x'}-k{k}"
-    ck = Path(str(opts.checkpoint)).resolve()
-    name = ck.name if not ck.name.startswith("step_") else f"{ck.parent.parent.name}.{ck.name}"
+    from reenact.checkpoint import resolve_checkpoint
+
+    # Named by the checkpoint's content (its meta.json: step, save time), not its path, so a cache rendered from
+    # a copy on another machine matches the original here.
+    ck = resolve_checkpoint(str(opts.checkpoint))
+    name = hashlib.sha1((ck / "meta.json").read_bytes()).hexdigest()[:12]
     return f"model-{name}-ft{int(opts.ft_steps)}-s{int(opts.seed)}-k{k}"
 
 

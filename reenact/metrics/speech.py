@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from reenact.errors import InputError
+from reenact.metrics.evaluate import _fmt as _fmt_value, _mean
 from reenact.landmarks.parts import MOUTH
 
 SAMPLE_RATE = 16000
@@ -271,12 +272,6 @@ def _rendered_metrics(out_frames, frames, ids, k0, n, gen, audio, fps, expert, p
     return row
 
 
-def _mean(values) -> float | None:
-    a = np.asarray([v for v in values if v is not None], np.float64)
-    a = a[np.isfinite(a)]
-    return float(a.mean()) if len(a) else None
-
-
 def summarise(per_clip: list[dict], rendered: list[dict]) -> dict:
     """Means over clips per track (blink rates pooled), and of the rendered outputs."""
     res: dict = {"tracks": list(TRACKS), "metrics": list(METRICS), "results": {}}
@@ -308,11 +303,7 @@ def summarise(per_clip: list[dict], rendered: list[dict]) -> dict:
 
 
 def _fmt(v, spec: str) -> str:
-    import math
-
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return spec.format(v)
+    return _fmt_value(v, spec, missing="-")
 
 
 def speech_markdown(res: dict) -> str:
