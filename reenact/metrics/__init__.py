@@ -7,7 +7,7 @@
 - ``landmarks``: LMD (normalised by the inter-ocular distance), head pose and pose error, eye aspect ratio,
   blinks;
 - ``fid``: Frechet distance and an Inception-v3 feature network (only with a local weights file);
-- ``sync``: the audio-visual sync hook (unavailable until a lip-sync expert exists);
+- ``sync``: audio-visual sync offset and confidence from the shipped landmark lip-sync expert;
 - ``evaluate``: the self / cross reenactment protocols behind ``reenact eval``.
 """
 from reenact.metrics.landmarks import eye_aspect_ratio, head_pose, inter_ocular, lmd, pose_error
