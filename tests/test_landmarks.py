@@ -80,3 +80,46 @@ def test_one_euro_passes_constant_and_smooths_noise():
     f = OneEuroFilter(25.0, min_cutoff=1.0, beta=0.0)
     smooth = np.array([f(np.array([v]))[0] for v in noisy])
     assert smooth[50:].std() < 0.5 * noisy[50:].std()
+
+
+
+_THREADS_SCRIPT = """
+import sys, threading
+import cv2
+from reenact import io
+from reenact.landmarks import create_detector
+
+d = create_detector("dlib")
+frames = list(io.read_frames(sys.argv[1], max_frames=8))
+sizes = [frames[0].shape[0], 120, 200, 333]
+out = {}
+
+def job(i):
+    for k in range(24):
+        s = sizes[(k + i) % 4]
+        img = cv2.resize(frames[k % 8], (s, s))
+        faces = d.detect(img)
+        out[(i, k)] = [d.refine(img, f.box).points.round(3).tolist() for f in faces]
+
+threads = [threading.Thread(target=job, args=(i,)) for i in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+# same input (size, frame) -> same landmarks, whichever thread computed them
+by_input = {}
+for (i, k), v in out.items():
+    by_input.setdefault(((k + i) % 4, k % 8), []).append(v)
+assert all(all(v == vs[0] for v in vs) for vs in by_input.values())
+print("ok", len(out))
+"""
+
+
+def test_one_detector_shared_by_threads(clip_512):
+    """The app runs two jobs at once on one detector: unguarded, dlib crashed (SIGSEGV, double free) when one
+    instance was called from several threads on images of different sizes. Run in a child process so a crash
+    fails this test instead of killing the whole test run."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(clip_512)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok 96"), (r.returncode, r.stderr[-2000:])

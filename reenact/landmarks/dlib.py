@@ -5,6 +5,7 @@ Works fully offline (dlib-bin ships the library, face_recognition_models ships t
 from __future__ import annotations
 
 import importlib.util
+import threading
 from pathlib import Path
 
 import cv2
@@ -49,6 +50,9 @@ class DlibDetector(LandmarkDetector):
         self.detect_size = detect_size
         self.upsample = upsample
         self.min_score = min_score
+        # dlib's detector and shape predictor keep scratch state inside the C++ objects: two threads calling
+        # one instance at once (the app's queue runs two jobs on the shared detector) crashed with SIGSEGV in CI.
+        self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         image = _as_rgb_contiguous(image)
@@ -58,7 +62,8 @@ class DlibDetector(LandmarkDetector):
                                                       interpolation=cv2.INTER_AREA)
         # dlib misreads strided numpy views silently: always hand it a contiguous array.
         gray = np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-        rects, scores, _ = self.detector.run(gray, self.upsample, self.min_score)
+        with self._lock:
+            rects, scores, _ = self.detector.run(gray, self.upsample, self.min_score)
         faces = []
         for r, s in zip(rects, scores):
             box = np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float32) / scale
@@ -71,7 +76,8 @@ class DlibDetector(LandmarkDetector):
 
     def _fit(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         rect = self._dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
-        shape = self.predictor(image, rect)
+        with self._lock:
+            shape = self.predictor(image, rect)
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
 

@@ -13,6 +13,8 @@ descriptor. Small images are upscaled first (HOG needs faces of ~80 px). An imag
 """
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 
 import cv2
@@ -47,6 +49,7 @@ class FaceAnalyzer:
         self.encoder = dlib.face_recognition_model_v1(str(model_file("dlib_face_recognition_resnet_model_v1.dat")))
         self.upsample = upsample
         self.min_side = min_side
+        self._lock = threading.Lock()  # dlib's objects are not safe to call from two threads at once
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         img = np.asarray(image)
@@ -62,12 +65,13 @@ class FaceAnalyzer:
     def analyze(self, image: np.ndarray) -> Face | None:
         """The most confident face of an RGB uint8 image, or ``None`` when no face is found."""
         img, scale = self._prepare(image)
-        rects, scores, _ = self.detector.run(img, self.upsample, 0.0)
-        if not rects:
-            return None
-        k = int(np.argmax(scores))
-        shape = self.predictor(img, rects[k])
-        desc = np.asarray(self.encoder.compute_face_descriptor(img, shape), np.float64)
+        with self._lock:
+            rects, scores, _ = self.detector.run(img, self.upsample, 0.0)
+            if not rects:
+                return None
+            k = int(np.argmax(scores))
+            shape = self.predictor(img, rects[k])
+            desc = np.asarray(self.encoder.compute_face_descriptor(img, shape), np.float64)
         pts = np.array([[p.x, p.y] for p in shape.parts()], np.float32) / scale
         return Face(pts, desc, float(scores[k]))
 
@@ -79,7 +83,8 @@ class FaceAnalyzer:
         rect = self._dlib.rectangle(int(lo[0]), int(lo[1]), int(np.ceil(hi[0])), int(np.ceil(hi[1])))
         parts = self._dlib.points([self._dlib.point(int(round(x)), int(round(y))) for x, y in p])
         shape = self._dlib.full_object_detection(rect, parts)
-        return np.asarray(self.encoder.compute_face_descriptor(img, shape), np.float64)
+        with self._lock:
+            return np.asarray(self.encoder.compute_face_descriptor(img, shape), np.float64)
 
 
 def acd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
