@@ -522,6 +522,11 @@ class Trainer:
         ck = load_checkpoint(path)
         self._check_model_config(ck)
         mods = self._modules()
+        # An exported model (``export_checkpoint``, e.g. the bundled default) keeps only the EMA copies of E and
+        # G: training then starts from those (what the exported model renders with).
+        for live in ("E", "G"):
+            if live not in ck.weights and f"{live}_ema" in ck.weights:
+                ck.weights[live] = ck.weights[f"{live}_ema"]
         have = [n for n in mods if n in ck.weights]
         if not {"E", "G", "D"} <= set(have):
             raise CheckpointError(f"{ck.path}: needs E, G and D weights to initialise training, has {sorted(have)}")

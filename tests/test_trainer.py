@@ -234,8 +234,8 @@ def test_command_line_parses_preset_and_overrides():
 def test_random_shots_and_init_from_weights(tmp_path, standin):
     """``train.shots_min``: steps see k in [shots_min, K] shots, reproducibly; ``train.init_weights``: a new run
     starts from a checkpoint's weights at step 0 with fresh optimisers."""
-    a = Trainer(_cfg(tmp_path / "a", "train.shots_min=1", "model.generator=warp", "train.checkpoint_every=2"),
-                dataset=standin)
+    a = Trainer(_cfg(tmp_path / "a", "train.shots_min=1", "model.generator=warp", "train.checkpoint_every=2",
+                     "train.ema=0.5"), dataset=standin)
     ks = [a.shots(s) for s in range(200)]
     assert set(ks) == set(range(1, a.K + 1)) and ks == [a.shots(s) for s in range(200)]
     logs = dict(a.fit(2))
@@ -248,3 +248,12 @@ def test_random_shots_and_init_from_weights(tmp_path, standin):
     with pytest.raises(CheckpointError, match="model config differs"):
         Trainer(_cfg(tmp_path / "c", f"train.init_weights={tmp_path / 'a' / 'checkpoints' / 'step_0000002'}"),
                 dataset=standin)
+    # an exported model (EMA copies of E and G only, fp16, like the bundled default) starts a run too
+    from reenact.checkpoint import export_checkpoint, load_checkpoint
+
+    exported = export_checkpoint(tmp_path / "a" / "checkpoints" / "step_0000002", tmp_path / "exported")
+    assert set(load_checkpoint(exported).weights) == {"E_ema", "G_ema", "D"}
+    c = Trainer(_cfg(tmp_path / "d", "model.generator=warp", f"train.init_weights={exported}"), dataset=standin)
+    for (n, p), q in zip(a.G_ema.state_dict().items(), c.G.state_dict().values()):
+        assert torch.allclose(p.float(), q.float(), atol=1e-3, rtol=1e-2), n
+    assert not all(torch.equal(p, q) for p, q in zip(a.G.state_dict().values(), c.G.state_dict().values()))
