@@ -11,6 +11,9 @@ G apart at inference, feed-forward (no fine-tuning):
 - ``noflow``: the generator's output with the residual flow forced to zero;
 - ``nearest``: the generator given only the nearest source per target (as the warp uses it), for K > 1.
 
+``--ft-steps N`` fine-tunes each avatar first (then ``model``/``fused``/``noflow`` are the fine-tuned G's);
+``--ft-flip P`` and ``--ft-lr-g LR`` change the fine-tuning's mirror-flip probability and G's learning rate.
+
     python benchmarks/warp_g_ablation.py --data .devdata/prepared --checkpoint runs/warp2/checkpoints/step_0006000 \
         --shots 1,8 --out runs/ev/ablation
 
@@ -36,16 +39,17 @@ EXTRA = ("tps", "fused", "noflow", "nearest")
 class _Parts:
     """One feed-forward model shared by the extra methods; remembers the fused warp of its last render."""
 
-    def __init__(self, checkpoint: str, device: str):
-        self.model = ev.ModelRenderer(checkpoint, device, ft_steps=0, batch_size=1024)
+    def __init__(self, checkpoint: str, device: str, ft_steps: int = 0):
+        self.model = ev.ModelRenderer(checkpoint, device, ft_steps=ft_steps, batch_size=1024)
         self.fused: np.ndarray | None = None
 
     def render(self, src, pts, tgt, flow: bool = True) -> np.ndarray:
         r = self.model
-        r._last = None  # the avatar cache keys on the sources only; G's flow hook below changes the output
+        if r.ft_steps == 0:
+            r._last = None  # feed-forward avatars are cheap; a fine-tuned one is reused for the same sources
         with contextlib.ExitStack() as stack:
             if not flow:
-                stack.enter_context(_zero_flow(r.reenactor))
+                stack.enter_context(_zero_flow())
             out = r.render(src, pts, tgt)
             G = r._last[1].G
             self.fused = ((G.last_aux["warp"].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
@@ -54,19 +58,21 @@ class _Parts:
 
 
 @contextlib.contextmanager
-def _zero_flow(reenactor):
-    flow = reenactor.base.G.flow
-    forward = flow.forward
+def _zero_flow():
+    """Every FlowNet (the base's and fine-tuned copies) predicts no residual flow; confidences unchanged."""
+    from reenact.models.warp_generator import FlowNet
 
-    def no_residual(x):
-        f, logit = forward(x)
+    forward = FlowNet.forward
+
+    def no_residual(self, x):
+        f, logit = forward(self, x)
         return torch.zeros_like(f), logit
 
-    flow.forward = no_residual
+    FlowNet.forward = no_residual
     try:
         yield
     finally:
-        del flow.forward
+        FlowNet.forward = forward
 
 
 class _Method:
@@ -102,9 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=None)
     ap.add_argument("--frames-per-clip", type=int, default=8)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--ft-steps", type=int, default=0)
+    ap.add_argument("--ft-flip", type=float, default=None)
+    ap.add_argument("--ft-lr-g", type=float, default=None)
     a = ap.parse_args(argv)
     methods = tuple(a.methods.split(","))
-    parts = _Parts(a.checkpoint, a.device)
+    if a.ft_flip is not None or a.ft_lr_g is not None:
+        import dataclasses
+
+        import finetune.personalize as fp
+
+        plain = fp.personalize
+        change = {k: v for k, v in (("flip", a.ft_flip), ("lr_g", a.ft_lr_g)) if v is not None}
+        fp.personalize = lambda base, shots, options=None: plain(base, shots, dataclasses.replace(options, **change))
+    parts = _Parts(a.checkpoint, a.device, a.ft_steps)
     base_make = ev.make_renderer
 
     def make(method, opts):

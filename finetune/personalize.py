@@ -75,6 +75,16 @@ def shots_to_tensors(shots: list[Shot], device: torch.device) -> tuple[torch.Ten
     return crops.to(device), pts.to(device)
 
 
+def mirror_points(points: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Landmarks ``(..., 68, 2)`` of the horizontally flipped ``resolution``-pixel crop, re-indexed so each point
+    stays on its semantic part (as ``EpisodeAugment``'s flip)."""
+    from reenact.landmarks.parts import MIRROR_PERMUTATION
+
+    out = points.clone()
+    out[..., 0] = (resolution - 1) - out[..., 0]
+    return out[..., torch.as_tensor(MIRROR_PERMUTATION, device=points.device), :]
+
+
 def landmark_images(points: torch.Tensor, resolution: int) -> torch.Tensor:
     """``(B, 68, 2)`` crop pixels -> ``(B, 3, R, R)`` landmark images in [-1, 1] (the networks' input)."""
     from reenact.draw import rasterize
@@ -124,17 +134,26 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
     d_params = [p for n, p in D.named_parameters() if not n.startswith("W.")]  # the per-video table is unused
     opt_g = torch.optim.Adam([*G.parameters(), psi], lr=lr_g, betas=betas)
     opt_d = torch.optim.Adam([*d_params, w], lr=lr_d, betas=betas)
-    augment = EpisodeAugment(AugmentConfig(flip=opt.flip, scale=opt.scale, shift=opt.shift, brightness=0.0,
+    # Mirror flips are drawn here, not by EpisodeAugment: a flipped target goes with flipped sources. The
+    # warp-guided G warps the shots onto the target; a mirrored target from unmirrored shots is a picture no
+    # warp can make (hair parting, lighting), so G learned to paint over the warp and fine-tuning blurred.
+    augment = EpisodeAugment(AugmentConfig(flip=0.0, scale=opt.scale, shift=opt.shift, brightness=0.0,
                                            contrast=0.0, saturation=0.0, hue=0.0)).to(dev)
     augment.train(bool(opt.augment))
     crops, pts = shots_to_tensors(shots, dev)
     K, B = len(shots), int(opt.batch_size)
+    flip_p = float(opt.flip) if opt.augment else 0.0
+    mirrored_crops, mirrored_pts = crops.flip(-1), mirror_points(pts, R)
     shot_frames = crops.float() / 127.5 - 1
+    mirrored_frames = mirrored_crops.float() / 127.5 - 1
 
-    def sources(tgt_points):  # the warp-guided G reads all K (un-augmented) shots; the base G nothing
+    def sources(tgt_points, flip):  # the warp-guided G reads all K shots, mirrored with their target; base G none
         if not getattr(G, "needs_sources", False):
             return {}
-        return {"src": shot_frames[None], "src_points": pts[None], "tgt_points": tgt_points}
+        f = flip[:, None, None, None, None]
+        src = torch.where(f, mirrored_frames[None], shot_frames[None])
+        src_points = torch.where(f[..., 0], mirrored_pts[None], pts[None])
+        return {"src": src, "src_points": src_points, "tgt_points": tgt_points}
 
     gen = torch.Generator().manual_seed(int(opt.seed))
     order: list[int] = []
@@ -149,13 +168,16 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
             while len(order) < B:  # the shots in turn, each pass in a fresh random order
                 order += torch.randperm(K, generator=gen).tolist()
             idx, order = order[:B], order[B:]
-            real, p = augment(crops[idx][:, None], pts[idx][:, None], generator=gen)
+            flip = (torch.rand(B, generator=gen) < flip_p).to(dev)
+            shot = torch.where(flip[:, None, None, None], mirrored_crops[idx], crops[idx])
+            shot_pts = torch.where(flip[:, None, None], mirrored_pts[idx], pts[idx])
+            real, p = augment(shot[:, None], shot_pts[:, None], generator=gen)
             real, lmk = real[:, 0], landmark_images(p[:, 0], R)
 
             # G and psi' (D frozen)
             D.requires_grad_(False)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                fake = G.forward_psi(lmk, psi, **sources(p[:, 0]))
+                fake = G.forward_psi(lmk, psi, **sources(p[:, 0], flip))
                 wd = w.detach().expand(B, -1)
                 scores, feats = D(torch.cat([real, fake]), torch.cat([lmk, lmk]), w=torch.cat([wd, wd]))
             terms = {k: content.weights[k] * v for k, v in content(fake, real).items()}

@@ -150,3 +150,22 @@ def test_several_faces(base, photo, detector):
         load_shots([canvas], base.resolution, detector=detector)
     s = load_shots([canvas], base.resolution, multiple="largest", detector=detector)[0]
     assert s.points[:, 0].max() < photo.shape[1]  # the big face, on the left
+
+
+def test_mirrored_shots_match_the_augmentation_flip(shots):
+    """Fine-tuning mirrors the sources with a mirrored target; the mirror must be the one EpisodeAugment makes."""
+    from finetune.personalize import mirror_points, shots_to_tensors
+    from reenact.config import AugmentConfig
+    from reenact.data.augment import EpisodeAugment
+
+    crops, pts = shots_to_tensors(shots, torch.device("cpu"))
+    R = crops.shape[-1]
+    aug = EpisodeAugment(AugmentConfig(flip=1.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0,
+                                       saturation=0.0, hue=0.0)).train()
+    img, p = aug(crops[:, None], pts[:, None])
+    assert torch.allclose(p[:, 0], mirror_points(pts, R), atol=1e-3)
+    assert (((img[:, 0] + 1) * 127.5 - crops.flip(-1).float()).abs().mean() < 1.0)
+    # the semantic parts stay put: the subject's right eye (36-41) is still left of the left eye (42-47)
+    m = mirror_points(pts, R)
+    assert (m[:, 36:42, 0].mean(1) < m[:, 42:48, 0].mean(1)).all()
+    assert torch.equal(mirror_points(m, R), pts)
