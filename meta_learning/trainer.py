@@ -200,6 +200,10 @@ class Trainer:
         self.content = ContentLoss(cfg.loss).to(self.device)
         self.weights = {"adv": cfg.loss.adv_weight, "fm": cfg.loss.fm_weight, "mch": cfg.loss.mch_weight,
                         **self.content.weights}
+        # regularisers a generator reports in ``last_reg`` (warp-guided G), by the name it reports them under
+        self.reg_weights = {name: float(wt) for name, wt in (("flow_tv", cfg.loss.flow_tv_weight),
+                                                             ("synth_use", cfg.loss.warp_trust_weight)) if wt > 0}
+        self.weights.update(self.reg_weights)
         if augment is None:
             from reenact.data.augment import EpisodeAugment
 
@@ -319,6 +323,8 @@ class Trainer:
         terms.update(embedding_match(w_i, e_mean))
         with self._autocast():
             terms.update(self.content(fake, tgt))
+        reg = getattr(self.G, "last_reg", {})
+        terms.update({name: reg[name] for name in self.reg_weights if name in reg})
         g_total = sum(w[k] * v for k, v in terms.items())
         terms["g_total"] = g_total
         logs = self._check_finite(terms, step, "generator")

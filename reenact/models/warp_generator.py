@@ -77,7 +77,11 @@ class WarpGenerator(nn.Module):
 
     Same AdaIN interface as :class:`Generator` (``adain_params``, ``forward_psi``, ``num_adain_params``, ``P``),
     so fine-tuning works the same way; the sources are the K shots (in stage 2, the user's photos).
-    ``last_aux`` keeps the fused warp and mask of the last call (detached) for sample grids.
+    ``last_aux`` keeps the fused warp and mask of the last call (detached) for sample grids; ``last_reg`` the
+    regularisers of the last call, with gradients (the trainer weighs them: ``loss.flow_tv_weight``,
+    ``loss.warp_trust_weight``): ``flow_tv``, the mean absolute difference of the residual flow between neighbour
+    pixels (in pixels): a flow that varies from pixel to pixel resamples the texture unevenly and blurs it;
+    ``synth_use``, the mean of ``1 - mask``: how much of the image the synthesis branch paints.
     """
 
     needs_sources = True
@@ -88,6 +92,7 @@ class WarpGenerator(nn.Module):
         self.synth = Generator(cfg, in_channels=3 + 3 + 1, out_channels=4)
         self.embed_dim = cfg.embed_dim
         self.last_aux: dict[str, torch.Tensor] = {}
+        self.last_reg: dict[str, torch.Tensor] = {}
 
     @property
     def P(self):
@@ -119,6 +124,9 @@ class WarpGenerator(nn.Module):
             warped = sample(flat_src, coords)
         lmk_rep = lmk.repeat_interleave(K, 0)
         flow, logit = self.flow(torch.cat([lmk_rep.to(warped.dtype), warped], 1).to(lmk.dtype))
+        f = flow.float()
+        self.last_reg["flow_tv"] = ((f[..., 1:, :] - f[..., :-1, :]).abs().mean()
+                                    + (f[..., :, 1:] - f[..., :, :-1]).abs().mean())
         with torch.autocast(device_type=src.device.type, enabled=False):
             refined = sample(flat_src, coords + flow.float().permute(0, 2, 3, 1))
             logit = logit.float().view(B, K, 1, H, W)
@@ -145,4 +153,5 @@ class WarpGenerator(nn.Module):
         mask = torch.sigmoid(raw[:, 3:4] + MASK_BIAS)
         out = mask * fused.float() + (1 - mask) * synth
         self.last_aux = {"warp": fused.detach(), "mask": mask.detach() * 2 - 1}
+        self.last_reg["synth_use"] = (1 - mask).mean()
         return out
