@@ -124,9 +124,10 @@ class WarpGenerator(nn.Module):
             warped = sample(flat_src, coords)
         lmk_rep = lmk.repeat_interleave(K, 0)
         flow, logit = self.flow(torch.cat([lmk_rep.to(warped.dtype), warped], 1).to(lmk.dtype))
-        f = flow.float()
-        self.last_reg["flow_tv"] = ((f[..., 1:, :] - f[..., :-1, :]).abs().mean()
-                                    + (f[..., :, 1:] - f[..., :, :-1]).abs().mean())
+        if torch.is_grad_enabled():  # training only: rendering skips the extra passes over the flow
+            f = flow.float()
+            self.last_reg["flow_tv"] = ((f[..., 1:, :] - f[..., :-1, :]).abs().mean()
+                                        + (f[..., :, 1:] - f[..., :, :-1]).abs().mean())
         with torch.autocast(device_type=src.device.type, enabled=False):
             refined = sample(flat_src, coords + flow.float().permute(0, 2, 3, 1))
             logit = logit.float().view(B, K, 1, H, W)
@@ -153,5 +154,6 @@ class WarpGenerator(nn.Module):
         mask = torch.sigmoid(raw[:, 3:4] + MASK_BIAS)
         out = mask * fused.float() + (1 - mask) * synth
         self.last_aux = {"warp": fused.detach(), "mask": mask.detach() * 2 - 1}
-        self.last_reg["synth_use"] = (1 - mask).mean()
+        if torch.is_grad_enabled():
+            self.last_reg["synth_use"] = (1 - mask).mean()
         return out
