@@ -120,8 +120,12 @@ def _finish(out: Path, kind: str, net, cfg: AudioConfig, best: _KeepBest, clock:
 
 def train_sync(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, device: torch.device,
                progress: bool = True) -> tuple[SyncNet, dict]:
-    """Train the expert; validation score: the contrastive loss on fixed held-out windows. Returns the network
-    (best validation's weights, eval mode) and the run's summary (steps, best step, timing)."""
+    """Train the expert. Validation score: the AV-offset search on the held-out clips, the expert's use as a
+    metric (:func:`evaluate_sync`: share of clips passing all three offset tests, plus the mean confidence as the
+    tie-break). The held-out contrastive loss is logged but not used: it bottomed out at step 250 of 2500 while
+    the offset tests kept improving (58% vs 50% of clips, confidence 0.092 vs 0.035), because most of its
+    negatives are other clips' audio, which says little about a clip's own offset. Returns the network (best
+    validation's weights, eval mode) and the run's summary (steps, best step, timing)."""
     from tqdm.auto import tqdm
 
     tc = cfg.train_sync
@@ -153,8 +157,11 @@ def train_sync(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, 
             net.eval()
             with torch.no_grad():
                 vl, va = contrastive_loss(net, vbatch["mel"], vmouth, cfg.max_offset, cfg.min_shift)
-            stop = best.update(net, vl.item(), step)
+            search = evaluate_sync(LipSyncExpert(net, cfg.window, device), val)
+            stop = best.update(net, -(search["all_three_ok"] + search["mean_confidence"]), step)
+            net.train()  # LipSyncExpert put it in eval mode
             log.append({"step": step, "loss": loss.item(), "val_loss": vl.item(), "val_acc": va.item(),
+                        "val_offsets_ok": search["all_three_ok"], "val_confidence": search["mean_confidence"],
                         "best_step": best.step})
             if not progress:
                 print(f"sync {log[-1]}", file=sys.stderr, flush=True)
@@ -163,7 +170,8 @@ def train_sync(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, 
                 break
             clock.start()
     bar.close()
-    return net, _finish(out, "sync", net, cfg, best, clock, step, t0, log, {"val_metric": "contrastive loss"})
+    return net, _finish(out, "sync", net, cfg, best, clock, step, t0, log,
+                        {"val_metric": "-(share of held-out clips passing the 3 offset tests + mean confidence)"})
 
 
 def evaluate_sync(expert: LipSyncExpert, clips: list[Clip], points: dict[str, np.ndarray] | None = None,
