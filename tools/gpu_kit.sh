@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 name=${1:?usage: tools/gpu_kit.sh train|app|speech}
 PART_MB=${PART_MB:-28}
 PY=${PY:-.venv/bin/python}
+# the versions requirements.lock pins (the same code as here), else the newest
+pinned() { for p in "$@"; do grep -iE "^$p==" requirements.lock || echo "$p"; done; }
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 case "$name" in
@@ -28,7 +30,7 @@ case "$name" in
     mkdir -p "$stage/wheels" "$stage/face_recognition_models/models" "$stage/media"
     $PY -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-        -d "$stage/wheels" dlib-bin c2pa-python cryptography cffi pycparser toml av 2>/dev/null
+        -d "$stage/wheels" $(pinned av dlib-bin c2pa-python cryptography cffi pycparser toml) 2>/dev/null
     cp .whl/*.whl "$stage/wheels/"
     models=$($PY -c "import importlib.util,os;print(os.path.dirname(importlib.util.find_spec('face_recognition_models').origin)+'/models')")
     xz -T2 -6 -c "$models/shape_predictor_68_face_landmarks.dat" > "$stage/face_recognition_models/models/shape_predictor_68_face_landmarks.dat.xz"
