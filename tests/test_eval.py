@@ -39,8 +39,11 @@ def test_self_protocol_writes_results_table_and_grid(self_run, capsys):
         for k in ("1", "2"):
             e = sync["rendered"][m][k]
             assert e["clips"] + e["failed"] == 3 and e["clips"] >= 2
-    # the warp moves the mouth with the driving landmarks; the static source's mouth never follows the speech
-    assert sync["rendered"]["warp"]["1"]["in_sync"] > sync["rendered"]["static"]["1"]["in_sync"]
+    # the warp moves the mouth with the driving landmarks; the static source's mouth never follows the speech,
+    # so its best offset lands anywhere (often the search's edge). Offsets of 2 s segments are coarse: compare
+    # the mean distance to the true offset rather than the share within one frame.
+    for k in ("1", "2"):
+        assert sync["rendered"]["warp"][k]["av_abs_offset"] < sync["rendered"]["static"][k]["av_abs_offset"]
     # the classical warp follows the target landmarks; the static source cannot
     for k in ("1", "2"):
         warp, static = res["results"]["warp"][k]["all"], res["results"]["static"][k]["all"]

@@ -376,8 +376,8 @@ def model_card(metrics: dict, cfg: AudioConfig, data: str, sizes: dict[str, int]
              f"Device: {metrics['device']}. Weights: fp16 safetensors in the project checkpoint format.", ""]
     if s:
         lines += ["## Lip-sync expert (`sync/`)", "",
-                  f"SyncNet-like contrastive model: 0.2 s log-mel (80 bins) vs 5 frames of mouth landmarks. "
-                  f"{_steps_text(s, cfg.train_sync.steps)}, batch {cfg.train_sync.batch_size}, {s['seconds']:.0f} s. "
+                  f"SyncNet-like contrastive model: {cfg.window / F.MEL_RATE:g} s log-mel (80 bins) vs {FRAMES} frames "
+                  f"of mouth landmarks. {_steps_text(s, cfg.train_sync.steps)}, batch {cfg.train_sync.batch_size}, {s['seconds']:.0f} s. "
                   f"Size {sizes.get('sync', 0) / 1e6:.2f} MB.", "",
                   f"Held-out AV offset search over -{cfg.max_offset}..{cfg.max_offset} frames ({s['eval']['clips']} "
                   "clips):", "",
