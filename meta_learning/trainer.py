@@ -370,7 +370,10 @@ class Trainer:
         """Infinite loader of this rank's batches from ``start_step`` (default: the current step)."""
         sampler = EpisodeSampler(len(self.dataset), self.batch_size, self.tc.seed, self.env.rank,
                                  self.env.world_size, self.step if start_step is None else start_step)
-        nw = int(self.cfg.data.num_workers)
+        # Presets are sized for a GPU machine (small: 8 workers); never more workers than this process may use
+        # CPUs: on a 2-core laptop 8 workers only thrash. Batches do not depend on the worker count.
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        nw = min(int(self.cfg.data.num_workers), cpus)
         kw = {"persistent_workers": True, "prefetch_factor": 4} if nw > 0 else {}
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=nw,
                           pin_memory=self.device.type == "cuda", **kw)
