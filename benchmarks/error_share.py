@@ -48,13 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = PreparedDataset(a.data)
     err: dict[str, list[np.ndarray]] = {k: [] for k in renderers}
     face, mouth = [], []
-    for clip in ev._clip_pool(ds, opts):
-        frames = ds.frames(clip)
-        pts, valid = ev._stored_points(ds.meta(clip))
-        _, tgt = ev.select_frames(valid, 1, opts.frames_per_clip)
-        src, _ = ev.select_frames(valid, 1, 1)
-        if src is None:
-            continue
+    for _, frames, pts, src, tgt in ev.self_targets(ds, opts):
         real = frames[tgt].astype(np.float32)
         for name, r in renderers.items():
             out = r.render(frames[src], pts[src], pts[tgt]).astype(np.float32)

@@ -39,13 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = PreparedDataset(a.data)
     r = ev.ModelRenderer(a.checkpoint, a.device, ft_steps=0, batch_size=64)
     painted, err_out, err_warp = [], [], []
-    for clip in ev._clip_pool(ds, opts):
-        frames = ds.frames(clip)
-        pts, valid = ev._stored_points(ds.meta(clip))
-        _, tgt = ev.select_frames(valid, 1, opts.frames_per_clip)
-        src, _ = ev.select_frames(valid, 1, 1)
-        if src is None:
-            continue
+    for _, frames, pts, src, tgt in ev.self_targets(ds, opts):
         r._last = None
         out = r.render(frames[src], pts[src], pts[tgt]).astype(np.float32)
         aux = r._last[1].G.last_aux

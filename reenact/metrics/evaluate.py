@@ -337,6 +337,19 @@ class EvalReport:
     seconds: float = 0.0
 
 
+def self_targets(ds, opts: EvalOptions, k: int = 1):
+    """The self protocol's episodes for analysis scripts: yields ``(clip, frames, points, src, tgt)`` per clip of
+    ``opts.split`` (stored crops, their landmarks, and the indices of the ``k`` sources and the targets), skipping
+    clips with too few detected frames; the same clips and frames ``run_eval`` scores."""
+    for clip in _clip_pool(ds, opts):
+        frames = ds.frames(clip)
+        pts, valid = _stored_points(ds.meta(clip))
+        _, tgt = select_frames(valid, 1, opts.frames_per_clip)
+        src, _ = select_frames(valid, k, 1)
+        if src is not None:
+            yield clip, frames, pts, src, tgt
+
+
 def _clip_pool(ds, opts: EvalOptions) -> list[int]:
     train, val = ds.split(None, opts.val_fraction)
     pool = {"val": val, "train": train, "all": list(range(len(ds)))}[opts.split]
