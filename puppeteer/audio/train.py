@@ -98,6 +98,14 @@ class _Clock:
         self.seconds += time.perf_counter() - self._t
 
 
+def _report(kind: str, log: list, bar, progress: bool, entry: dict, **postfix) -> None:
+    """Record one validation: in the run's log, on stderr when there is no progress bar, else on the bar."""
+    log.append(entry)
+    if not progress:
+        print(f"{kind} {entry}", file=sys.stderr, flush=True)
+    bar.set_postfix(loss=f"{entry['loss']:.3f}", best=entry["best_step"], **postfix)
+
+
 def _finish(out: Path, kind: str, net, cfg: AudioConfig, best: _KeepBest, clock: _Clock, steps_run: int,
             t0: float, log: list, extra: dict | None = None) -> dict:
     """Put the best validation's weights back into ``net`` and save them (``OUT/KIND/step_<best step>``);
@@ -159,13 +167,10 @@ def train_sync(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, 
                 vl, va = contrastive_loss(net, vbatch["mel"], vmouth, cfg.max_offset, cfg.min_shift)
             search = evaluate_sync(LipSyncExpert(net, cfg.window, device), val)
             stop = best.update(net, -(search["all_three_ok"] + search["mean_confidence"]), step)
-            net.train()  # LipSyncExpert put it in eval mode
-            log.append({"step": step, "loss": loss.item(), "val_loss": vl.item(), "val_acc": va.item(),
-                        "val_offsets_ok": search["all_three_ok"], "val_confidence": search["mean_confidence"],
-                        "best_step": best.step})
-            if not progress:
-                print(f"sync {log[-1]}", file=sys.stderr, flush=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{va.item():.3f}", best=best.step)
+            _report("sync", log, bar, progress, {
+                "step": step, "loss": loss.item(), "val_loss": vl.item(), "val_acc": va.item(),
+                "val_offsets_ok": search["all_three_ok"], "val_confidence": search["mean_confidence"],
+                "best_step": best.step}, val_offsets_ok=f"{search['all_three_ok']:.2f}")
             if stop:
                 break
             clock.start()
@@ -260,11 +265,9 @@ def train_a2l(cfg: AudioConfig, train: list[Clip], val: list[Clip], out: Path, d
             clock.stop()
             m = evaluate_a2l(net, val, cfg, baselines=False, windows=windows)
             stop = best.update(net, m["model"]["mouth_l2"], step)
-            log.append({"step": step, "loss": loss.item(), "pos": l_pos.item(), "sync": l_sync.item(),
-                        "val_mouth_l2": m["model"]["mouth_l2"], "best_step": best.step})
-            if not progress:
-                print(f"a2l {log[-1]}", file=sys.stderr, flush=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{m['model']['mouth_l2']:.4f}", best=best.step)
+            _report("a2l", log, bar, progress, {
+                "step": step, "loss": loss.item(), "pos": l_pos.item(), "sync": l_sync.item(),
+                "val_mouth_l2": m["model"]["mouth_l2"], "best_step": best.step}, val=f"{m['model']['mouth_l2']:.4f}")
             if stop:
                 break
             clock.start()

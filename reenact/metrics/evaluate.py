@@ -700,17 +700,22 @@ def grid_image(rows: list[list[np.ndarray]], labels: list[str]) -> np.ndarray:
     return np.concatenate([header, body], 0)
 
 
-def _write_outputs(out: Path, res: dict, grid_rows: dict, opts: EvalOptions) -> list[Path]:
+def write_results(out: Path, res: dict, markdown: str) -> list[Path]:
+    """``results.json`` and ``results.md`` of an evaluation, each written atomically; returns their paths."""
     from reenact import io
 
     out.mkdir(parents=True, exist_ok=True)
-    files = []
     with io.atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(res, indent=2, default=str))
-    files.append(out / "results.json")
     with io.atomic_path(out / "results.md") as tmp:
-        tmp.write_text(results_markdown(res))
-    files.append(out / "results.md")
+        tmp.write_text(markdown)
+    return [out / "results.json", out / "results.md"]
+
+
+def _write_outputs(out: Path, res: dict, grid_rows: dict, opts: EvalOptions) -> list[Path]:
+    from reenact import io
+
+    files = write_results(out, res, results_markdown(res))
     second = "real" if opts.protocol == "self" else "driver"
     for k, rws in grid_rows.items():
         if rws:

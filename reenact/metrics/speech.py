@@ -344,19 +344,10 @@ def _grid_row(real_img, real_pts, gen_pts, rendered) -> list[np.ndarray]:
 
 
 def _write(out: Path, res: dict, grid: list, video, has_render: bool) -> list[Path]:
-    import json
-
     from reenact import io
-    from reenact.metrics.evaluate import grid_image
+    from reenact.metrics.evaluate import grid_image, write_results
 
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    with io.atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(res, indent=2, default=str))
-    files.append(out / "results.json")
-    with io.atomic_path(out / "results.md") as tmp:
-        tmp.write_text(speech_markdown(res))
-    files.append(out / "results.md")
+    files = write_results(out, res, speech_markdown(res))
     labels = ["real", "real landmarks", "generated landmarks"] + (["rendered"] if has_render else [])
     if grid:
         io.write_image(out / "grid_speech.png", grid_image(grid, labels))
