@@ -161,6 +161,18 @@ def test_errors_are_messages_with_hints(handlers, photo, driver, data_dir, tmp_p
     assert list(tmp_path.glob("**/*.mp4")) == []  # nothing half-written
 
 
+def test_puppeteer_never_reads_a_path_named_inside_an_uploaded_avatar(handlers, photo, driver, tmp_path):
+    """An avatar file records its photos' paths; one made elsewhere (or edited) could name any image on the
+    server's disk. The app pastes only into photos it took as uploads itself."""
+    private = tmp_path / "private.png"  # an image on the server the app never received as an upload
+    shutil.copy(photo, private)
+    elsewhere = handlers.reenactor().personalize([str(private)], steps=0, progress=False)
+    path = elsewhere.save(tmp_path / "made_elsewhere.safetensors")
+    assert Path(elsewhere.sources[0].name).resolve() == private.resolve() and private.is_file()
+    with pytest.raises(UserError, match="upload it, or untick 'paste back'"):
+        handlers.puppeteer(str(path), str(driver))
+
+
 def test_two_users_at_once(handlers, photo, driver):
     results, errors = [], []
 

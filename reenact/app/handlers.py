@@ -90,12 +90,29 @@ def friendly_errors(what: str) -> Iterator[None]:
         raise
     except ReenactError as e:  # InputError, NoFaceError, CheckpointError, TTSUnavailableError, ...
         raise UserError(_strip_temp_dirs(str(e))) from None
-    except MemoryError:
+    except (MemoryError, _torch_oom()):
+        _release_gpu_memory()
         raise UserError(f"{what}: out of memory; try a shorter driver or a smaller image") from None
     except Exception as e:  # noqa: BLE001  (the page gets one line; the log gets the traceback)
         log.exception("%s failed", what)
         raise UserError(f"{what} failed unexpectedly ({type(e).__name__}); the details are in the server's log")\
             from None
+
+
+def _torch_oom() -> type[BaseException]:
+    """torch's CUDA out-of-memory error (a RuntimeError, so not a MemoryError); MemoryError without torch."""
+    import sys
+
+    torch = sys.modules.get("torch")  # a job that ran out of GPU memory has imported torch already
+    return getattr(torch, "OutOfMemoryError", MemoryError) if torch is not None else MemoryError
+
+
+def _release_gpu_memory() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the other queued job shares the GPU
 
 
 def _strip_temp_dirs(message: str) -> str:
@@ -116,6 +133,10 @@ class Handlers:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._reenactor: "Reenactor | None" = None
         self._lock = threading.Lock()
+        # Photos this app took as uploads for avatars: the only recorded paths the Puppeteer tab will paste into.
+        # An avatar file names its photos' paths in its own (editable) metadata; trusting any such path would let
+        # an uploaded file make the server read, and return, any image on its disk.
+        self._personalised: set[Path] = set()
 
     # -- shared ---------------------------------------------------------------------------------------
     def reenactor(self) -> "Reenactor":
@@ -125,6 +146,7 @@ class Handlers:
 
                 with friendly_errors("loading the model"):
                     self._reenactor = Reenactor.load(self.config.checkpoint, device=self.config.device)
+                    self._reenactor.detector  # built lazily: once here, not by two jobs at once
                 log.info("model: %r", self._reenactor)
             return self._reenactor
 
@@ -287,6 +309,8 @@ class Handlers:
             # paths, not pixels: the avatar records where its photos are, for pasting back later
             avatar = r.personalize([str(p) for p in paths], steps=steps, multiple="largest", progress=True)
             out = avatar.save(self._job_dir() / "avatar.safetensors")
+        with self._lock:
+            self._personalised.update(Path(p).resolve() for p in paths)
         progress(1.0, "done")
         kb = out.stat().st_size / 1024
         return Outcome(out, f"avatar of {len(paths)} photo(s), {steps} steps, {kb:.0f} KB, for base model "
@@ -309,8 +333,10 @@ class Handlers:
         with friendly_errors("opening the avatar"):
             avatar = r.load_avatar(av_path)
         if paste_back and into is None:
-            recorded = Path(avatar.sources[0].name)
-            if not recorded.is_file():
+            recorded = Path(avatar.sources[0].name).resolve()
+            with self._lock:
+                known = recorded in self._personalised
+            if not (known and recorded.is_file()):
                 raise UserError("pasting the face back needs the photo the avatar was made from: upload it, or "
                                 "untick 'paste back' to get the face crop only")
             into = self._image(recorded, "the avatar's photo")[1]
