@@ -264,13 +264,15 @@ def read_features(path) -> list[Clip]:
         if meta.get("format") != FEATURES_FORMAT:
             raise InputError(path, "not an audio feature file", "write one with --export-features")
         fo, mo = z["frame_offsets"], z["mel_offsets"]
+        # each z[name] decompresses the whole array again: read every one once, not once per clip
         disp, valid, logmel = z["disp"], z["valid"], z["logmel"]
+        identity, fps, neutral, speech, held = z["identity"], z["fps"], z["neutral"], z["speech"], z["held_out"]
         out = []
         for i, key in enumerate(z["key"].tolist()):
-            out.append(Clip(key, str(z["identity"][i]), disp[fo[i]:fo[i + 1]].astype(np.float32),
-                            valid[fo[i]:fo[i + 1]].copy(), float(z["fps"][i]),
+            out.append(Clip(key, str(identity[i]), disp[fo[i]:fo[i + 1]].astype(np.float32),
+                            valid[fo[i]:fo[i + 1]].copy(), float(fps[i]),
                             torch.from_numpy(logmel[mo[i]:mo[i + 1]].astype(np.float32)),
-                            z["neutral"][i].copy(), bool(z["speech"][i]), bool(z["held_out"][i])))
+                            neutral[i].copy(), bool(speech[i]), bool(held[i])))
     return out
 
 

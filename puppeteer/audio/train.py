@@ -376,7 +376,9 @@ def model_card(metrics: dict, cfg: AudioConfig, data: str, sizes: dict[str, int]
              f"`PreparedDataset.split(None, 0.1)` ({metrics['val_clips']} clips, {metrics['val_minutes']:.1f} min). "
              f"Clips whose audio is silent or not speech-like (no pauses: music beds) are left out of both "
              f"({metrics.get('dropped_clips', 0)} of {metrics.get('audio_clips', 0)} clips with audio). "
-             f"Device: {metrics['device']}. Weights: fp16 safetensors in the project checkpoint format.", ""]
+             f"Device: {metrics['device']}. Weights: fp16 safetensors in the project checkpoint format. "
+             "The weights kept are those of the best validation on these same held-out clips (there are too few "
+             "to split them), so the held-out figures below are somewhat optimistic.", ""]
     if s:
         lines += ["## Lip-sync expert (`sync/`)", "",
                   f"SyncNet-like contrastive model: {cfg.window / F.MEL_RATE:g} s log-mel (80 bins) vs {FRAMES} frames "

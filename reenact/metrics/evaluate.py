@@ -485,7 +485,10 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
                     met = cross_metrics(fake, tgt_points, source_desc, driver_descs, analyzer)
                 for j in range(len(fake)):
                     rows[(m, k)].append({key: float(v[j]) for key, v in met.items()})
-                if opts.protocol == "self" and segment is not None and segment["points"] is not None:
+                # A render cache holds the targets only; rendering the AV-sync segment here would personalise and
+                # render on the scoring machine, which the cache exists to avoid.
+                if (opts.protocol == "self" and segment is not None and segment["points"] is not None
+                        and not opts.render_cache):
                     sync_rendered[(m, k)].append(_rendered_sync(r, src_imgs, src_pts, segment, expert))
                 if fid_model is not None:
                     from reenact.metrics.fid import inception_features
@@ -568,6 +571,8 @@ def _sync_summary(status: dict | None, real: list[dict], real_segment: list[dict
         return {"status": "unavailable", "reason": "no clip with speech-like audio among the evaluated clips"}
     out = {"status": "ok", "expert": opts.sync_checkpoint, "real": summarize(real),
            "segment_seconds": opts.sync_seconds, "real_segment": summarize(real_segment), "rendered": {}}
+    if opts.render_cache:
+        out["rendered_skipped"] = "a render cache holds the evaluation targets only, not the AV-sync segments"
     for (m, k), lst in rendered.items():
         if lst:
             out["rendered"].setdefault(m, {})[str(k)] = summarize(lst)
