@@ -25,3 +25,27 @@ def test_cache_hits_and_keys(tmp_path):
     d = CachedRenderer(r, tmp_path, "m-k8").render(src, sp, tp)  # other tag: rendered again
     assert r.calls == 3 and not np.array_equal(a, c) and not np.array_equal(a, d)
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_checkpoint_tag_survives_first_load(tiny_checkpoint, tmp_path):
+    """Loading a checkpoint caches its weights hash in meta.json; a cache rendered from a fresh copy on another
+    machine must still match the copy here that has been loaded since (a real bug: tags differed)."""
+    import hashlib
+    import json
+    import shutil
+
+    from finetune.base import HASH_KEY, BaseModel
+    from reenact.checkpoint import resolve_checkpoint
+    from reenact.metrics.render_cache import checkpoint_tag
+
+    ck = tmp_path / "ck"
+    shutil.copytree(resolve_checkpoint(tiny_checkpoint), ck)
+    meta = json.loads((ck / "meta.json").read_text())
+    meta.pop(HASH_KEY, None)  # as saved by the trainer, never loaded (other tests may have loaded the fixture)
+    clean = json.dumps(meta, indent=1, sort_keys=True)
+    (ck / "meta.json").write_text(clean)
+    before = checkpoint_tag(ck)
+    assert before == hashlib.sha1(clean.encode()).hexdigest()[:12]  # names of never-loaded checkpoints unchanged
+    BaseModel.load(ck, device="cpu")
+    assert HASH_KEY in (ck / "meta.json").read_text()  # loading did store the hash...
+    assert checkpoint_tag(ck) == before  # ...and the tag did not move

@@ -59,13 +59,22 @@ def method_tag(method: str, k: int, opts) -> str:
     """Cache tag of one method at K shots: the settings that change its outputs."""
     if method != "model":
         return f"{method}-{getattr(opts, 'warp_kind', 'pa') if method == 'warp' else 'x'}-k{k}"
-    from reenact.checkpoint import resolve_checkpoint
+    return f"model-{checkpoint_tag(opts.checkpoint)}-ft{int(opts.ft_steps)}-s{int(opts.seed)}-k{k}"
 
-    # Named by the checkpoint's content (its meta.json: step, save time), not its path, so a cache rendered from
-    # a copy on another machine matches the original here.
-    ck = resolve_checkpoint(str(opts.checkpoint))
-    name = hashlib.sha1((ck / "meta.json").read_bytes()).hexdigest()[:12]
-    return f"model-{name}-ft{int(opts.ft_steps)}-s{int(opts.seed)}-k{k}"
+
+def checkpoint_tag(checkpoint: str | Path) -> str:
+    """A checkpoint's name in cache tags: from its content (meta.json: step, save time), not its path, so a cache
+    rendered from a copy on another machine matches the original here. The weights hash that loading caches in
+    meta.json (``finetune.base.checkpoint_hash``) is left out: a first load must not rename the checkpoint."""
+    import json
+
+    from reenact.checkpoint import resolve_checkpoint
+    from finetune.base import HASH_KEY
+
+    meta = json.loads((resolve_checkpoint(str(checkpoint)) / "meta.json").read_text())
+    meta.pop(HASH_KEY, None)
+    # the exact text checkpoint.save_checkpoint writes, so tags of never-loaded checkpoints did not change
+    return hashlib.sha1(json.dumps(meta, indent=1, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def render_only(data: str | Path, cache: str | Path, opts) -> dict[str, int]:
