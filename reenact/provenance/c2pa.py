@@ -14,9 +14,13 @@ anyone can make such a key and sign any claim, and a re-encode or a metadata str
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
+import shutil
+import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -62,14 +66,12 @@ def key_dir() -> Path:
     return Path(base) / "reenact" / "c2pa"
 
 
-def _make_keys(folder: Path) -> None:
-    """A local CA and a signing certificate it issued (10 years), written atomically."""
+def _new_keys() -> tuple[bytes, bytes]:
+    """A local CA and a signing certificate it issued (10 years): (chain PEM, PKCS#8 key PEM)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    from reenact.io import atomic_path
 
     now = _dt.datetime.now(_dt.timezone.utc)
     org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "reenact (local key, not on any trust list)")
@@ -96,22 +98,80 @@ def _make_keys(folder: Path) -> None:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
     pem = serialization.Encoding.PEM
-    with atomic_path(folder / "signer.key") as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    with atomic_path(folder / "signer.pem") as tmp:
-        tmp.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    return (leaf.public_bytes(pem) + ca.public_bytes(pem),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def _write_synced(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder; its renames are durable enough for a key we can remake
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _has_keys(folder: Path) -> bool:
+    return (folder / "signer.pem").is_file() and (folder / "signer.key").is_file()
+
+
+def _make_keys(folder: Path) -> None:
+    """Create the key pair in ``folder`` unless another process has: both files are written and synced in a
+    fresh folder beside it, then published by one rename, so a reader sees both files (a matching pair) or
+    neither, and a crash leaves no half-made ``folder``."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    chain, key = _new_keys()
+    # Hidden, beside the final folder: same file system, so the rename is atomic. mkdtemp makes it 0700.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        _write_synced(tmp / "signer.key", key, 0o600)
+        _write_synced(tmp / "signer.pem", chain, 0o644)
+        _fsync_dir(tmp)
+        for attempt in range(2):
+            try:
+                os.rename(tmp, folder)  # POSIX: also replaces an empty folder (e.g. a fresh $REENACT_C2PA_DIR)
+                break
+            except OSError:
+                if _has_keys(folder):
+                    return  # another process published first: use theirs (finally removes ours)
+                if not folder.exists():
+                    raise  # not a lost race: e.g. no permission in the parent folder
+                if attempt == 0 and folder.is_dir() and not any(folder.iterdir()):
+                    # Windows will not rename onto an existing folder, even an empty one
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+                    continue
+                # Never fill a folder someone else started: we could not publish the pair atomically there.
+                raise RuntimeError(f"{folder} exists but holds no complete C2PA key pair (signer.pem + signer.key);"
+                                   " move it away or set $REENACT_C2PA_DIR to another folder") from None
+        _fsync_dir(folder.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# The one piece of module state: threads of one process (the web app) take turns at check-and-create, so only
+# one of them generates a key; other processes are handled by the atomic rename in _make_keys.
+_KEYS_LOCK = threading.Lock()
 
 
 def _credentials() -> tuple[bytes, bytes]:
     folder = key_dir()
-    chain, key = folder / "signer.pem", folder / "signer.key"
-    if not (chain.is_file() and key.is_file()):
-        _make_keys(folder)
-    return chain.read_bytes(), key.read_bytes()
+    with _KEYS_LOCK:
+        if not _has_keys(folder):
+            _make_keys(folder)
+    # Published once and never rewritten, so these two reads are a matching pair.
+    return (folder / "signer.pem").read_bytes(), (folder / "signer.key").read_bytes()
 
 
 def local_signer_serial() -> str | None:
