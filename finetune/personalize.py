@@ -47,8 +47,14 @@ class FinetuneOptions:
     shift: float = 0.03  # random shift, fraction of the crop side
     seed: int = 0
     progress: bool = True
+    # "all": G and psi' (the paper's stage 2). "psi": only psi' (the AdaIN parameters), G frozen: cheaper, and it
+    # cannot retrain the warp-guided G's mask and flow, which is where fine-tuning loses sharpness.
+    train: str = "all"
+    lr_psi: float | None = None  # psi's learning rate (None: lr_g); "psi" alone needs a larger one to move
 
     def __post_init__(self):
+        if self.train not in ("all", "psi"):
+            raise ValueError(f"train must be 'all' or 'psi', got {self.train!r}")
         if int(self.steps) < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if int(self.batch_size) < 1:
@@ -111,6 +117,8 @@ def personalize(base: BaseModel, shots: list[Shot], options: FinetuneOptions | N
     if int(opt.steps) == 0:
         return Personalization(e=e, psi=psi0, generator=None, options=opt, seconds=time.perf_counter() - t0)
     G, psi, history = _finetune(base, shots, e, psi0, opt)
+    if opt.train == "psi":
+        G = None  # G is the base generator: the avatar stores psi' alone
     return Personalization(e=e, psi=psi, generator=G, options=opt, history=history,
                            seconds=time.perf_counter() - t0)
 
@@ -132,7 +140,11 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
     psi = nn.Parameter(psi0.clone())
     w = nn.Parameter(e.detach().clone())  # D scores with (w + w0): this is the paper's w' = w0 + e
     d_params = [p for n, p in D.named_parameters() if not n.startswith("W.")]  # the per-video table is unused
-    opt_g = torch.optim.Adam([*G.parameters(), psi], lr=lr_g, betas=betas)
+    lr_psi = lr_g if opt.lr_psi is None else float(opt.lr_psi)
+    if opt.train == "psi":
+        G.requires_grad_(False)
+    g_groups = [{"params": [psi], "lr": lr_psi}] + ([{"params": list(G.parameters())}] if opt.train == "all" else [])
+    opt_g = torch.optim.Adam(g_groups, lr=lr_g, betas=betas)
     opt_d = torch.optim.Adam([*d_params, w], lr=lr_d, betas=betas)
     # Mirror flips are drawn here, not by EpisodeAugment: a flipped target goes with flipped sources. The
     # warp-guided G warps the shots onto the target; a mirrored target from unmirrored shots is a picture no

@@ -80,6 +80,20 @@ def test_finetuning_lowers_the_reconstruction_error(base, shots, ft40):
     assert ff.G is base.G and ft.G is not base.G
 
 
+def test_psi_only_finetuning_keeps_g_and_fits_psi(base, shots, tmp_path):
+    """train="psi": G stays the base generator (the avatar stores psi' alone), and psi' alone still fits the
+    photo better than the feed-forward avatar."""
+    res = personalize(base, shots, FinetuneOptions(steps=30, progress=False, seed=0, train="psi", lr_psi=1e-2))
+    assert res.generator is None and len(res.history) == 30
+    ff = Avatar.from_personalization(base, shots, personalize(base, shots, FinetuneOptions(steps=0)))
+    av = Avatar.from_personalization(base, shots, res)
+    assert av.G is base.G and av.mode == "FT-psi" and av.steps == 30
+    assert not torch.equal(av.psi, ff.psi)
+    assert _l1(av, shots[0]) < 0.95 * _l1(ff, shots[0]), (_l1(ff, shots[0]), _l1(av, shots[0]))
+    with pytest.raises(ValueError, match="train"):
+        FinetuneOptions(train="mask")
+
+
 def test_finetuning_is_repeatable_with_a_seed(base, shots):
     a = personalize(base, shots, FinetuneOptions(steps=3, progress=False, seed=7))
     b = personalize(base, shots, FinetuneOptions(steps=3, progress=False, seed=7))

@@ -102,6 +102,8 @@ class EvalOptions:
     sync_checkpoint: str | None = "default"
     sync_seconds: float = 3.0
     speech_model: str | None = None
+    ft_train: str = "all"  # what fine-tuning trains: "all" (G and psi') or "psi" (psi' alone)
+    ft_lr_psi: float | None = None  # psi's fine-tuning learning rate (None: the model's lr_g)
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -173,11 +175,12 @@ class ModelRenderer:
     """
 
     def __init__(self, checkpoint: str, device: str = "cpu", ft_steps: int = 0, seed: int = 0,
-                 batch_size: int = 16):
+                 batch_size: int = 16, ft_train: str = "all", ft_lr_psi: float | None = None):
         from reenact.api import Reenactor
 
         self.reenactor = Reenactor.load(checkpoint, device)
         self.ft_steps, self.seed, self.batch_size = int(ft_steps), int(seed), batch_size
+        self.ft_train, self.ft_lr_psi = ft_train, ft_lr_psi
         self._last: tuple[str, object] | None = None  # (sources' hash, avatar) of the latest personalisation
 
     def render(self, src_images, src_points, tgt_points):
@@ -195,7 +198,8 @@ class ModelRenderer:
         else:
             torch.manual_seed(self.seed)
             avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
-                                                progress=False, seed=self.seed)
+                                                progress=False, seed=self.seed, train=self.ft_train,
+                                                lr_psi=self.ft_lr_psi)
             self._last = (h.hexdigest(), avatar)
         S, R = src_images.shape[1], avatar.resolution
         out = avatar.render_batch(np.asarray(tgt_points, np.float32) * (R / S), batch_size=self.batch_size)
@@ -211,7 +215,8 @@ def make_renderer(method: str, opts: EvalOptions) -> Renderer:
     if method == "warp":
         return WarpRenderer(opts.warp_kind, opts.device, opts.batch_size)
     if method == "model":
-        return ModelRenderer(opts.checkpoint, opts.device, opts.ft_steps, opts.seed, opts.batch_size)
+        return ModelRenderer(opts.checkpoint, opts.device, opts.ft_steps, opts.seed, opts.batch_size,
+                             opts.ft_train, opts.ft_lr_psi)
     raise ValueError(f"unknown method {method!r}")
 
 

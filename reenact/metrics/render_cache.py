@@ -59,7 +59,12 @@ def method_tag(method: str, k: int, opts) -> str:
     """Cache tag of one method at K shots: the settings that change its outputs."""
     if method != "model":
         return f"{method}-{getattr(opts, 'warp_kind', 'pa') if method == 'warp' else 'x'}-k{k}"
-    return f"model-{checkpoint_tag(opts.checkpoint)}-ft{int(opts.ft_steps)}-s{int(opts.seed)}-k{k}"
+    ft = f"ft{int(opts.ft_steps)}"
+    if int(opts.ft_steps) and getattr(opts, "ft_train", "all") != "all":  # tags of the paper's FT unchanged
+        ft += f"{opts.ft_train}"
+    if int(opts.ft_steps) and getattr(opts, "ft_lr_psi", None) is not None:
+        ft += f"lr{float(opts.ft_lr_psi):g}"
+    return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}"
 
 
 def checkpoint_tag(checkpoint: str | Path) -> str:
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint")
     ap.add_argument("--shots", default="1,8")
     ap.add_argument("--ft-steps", type=int, default=0)
+    ap.add_argument("--ft-train", choices=["all", "psi"], default="all")
+    ap.add_argument("--ft-lr-psi", type=float, default=None)
     ap.add_argument("--clips", type=int)
     ap.add_argument("--frames-per-clip", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
@@ -124,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     opts = EvalOptions(methods=tuple(a.method.split(",")), shots=tuple(int(s) for s in a.shots.split(",")),
                        ft_steps=a.ft_steps, checkpoint=a.checkpoint, clips=a.clips,
-                       frames_per_clip=a.frames_per_clip, seed=a.seed, device=a.device)
+                       frames_per_clip=a.frames_per_clip, seed=a.seed, device=a.device, ft_train=a.ft_train,
+                       ft_lr_psi=a.ft_lr_psi)
     for tag, n in render_only(a.data, a.cache, opts).items():
         print(f"{tag}: {n} calls")
 
