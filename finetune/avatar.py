@@ -177,7 +177,8 @@ class Avatar:
                 "g_encoding": g_encoding if encoded else "none",
                 "options": {"lr_g": o.lr_g, "lr_d": o.lr_d, "batch_size": o.batch_size, "augment": o.augment,
                             "flip": o.flip, "scale": o.scale, "shift": o.shift, "seed": o.seed,
-                            "train": getattr(o, "train", "all"), "lr_psi": getattr(o, "lr_psi", None)},
+                            "train": getattr(o, "train", "all"), "lr_psi": getattr(o, "lr_psi", None),
+                            "warp_trust": getattr(o, "warp_trust", 0.0)},
                 "seconds": round(result.seconds, 3)}
         crops = np.stack([s.crop for s in shots]) if getattr(base.G, "needs_sources", False) else None
         return cls(base, result.psi, result.e, encoded, sources, info, result.history, crops=crops)

@@ -51,6 +51,9 @@ class FinetuneOptions:
     # cannot retrain the warp-guided G's mask and flow, which is where fine-tuning loses sharpness.
     train: str = "all"
     lr_psi: float | None = None  # psi's learning rate (None: lr_g); "psi" alone needs a larger one to move
+    # warp-guided G: weight of the mean synthesis share (1 - blend mask) in G's loss, a prior towards passing the
+    # sources' warped pixels through instead of painting over them (0: off, the paper's FT)
+    warp_trust: float = 0.0
 
     def __post_init__(self):
         if self.train not in ("all", "psi"):
@@ -195,6 +198,8 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
             terms = {k: content.weights[k] * v for k, v in content(fake, real).items()}
             terms["adv"] = weights["adv"] * g_hinge(scores[B:])["adv"]
             terms["fm"] = weights["fm"] * feature_matching([f[:B] for f in feats], [f[B:] for f in feats])["fm"]
+            if opt.warp_trust and "synth_use" in getattr(G, "last_reg", {}):
+                terms["synth_use"] = float(opt.warp_trust) * G.last_reg["synth_use"]
             g_total = sum(terms.values())
             opt_g.zero_grad(set_to_none=True)
             g_total.backward()

@@ -145,7 +145,8 @@ def _cmd_eval(a):
 
     opts = EvalOptions(protocol=a.protocol, methods=tuple(m.strip() for m in a.method.split(",") if m.strip()),
                        shots=tuple(int(k) for k in a.shots.split(",") if k.strip()), ft_steps=a.ft_steps,
-                       ft_train=a.ft_train, ft_lr_psi=a.ft_lr_psi, checkpoint=a.checkpoint, clips=a.clips,
+                       ft_train=a.ft_train, ft_lr_psi=a.ft_lr_psi, ft_warp_trust=a.ft_warp_trust,
+                       checkpoint=a.checkpoint, clips=a.clips,
                        frames_per_clip=a.frames_per_clip, split=a.split,
                        seed=a.seed, device=a.device, warp_kind=a.warp_kind, fid_weights=a.fid_weights,
                        render_cache=a.render_cache,
@@ -432,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ft-train", choices=["all", "psi"], default="all",
                    help="what fine-tuning trains: all (G and psi', the paper) or psi (psi' alone)")
     s.add_argument("--ft-lr-psi", type=float, default=None, help="psi's fine-tuning learning rate (default: lr_g)")
+    s.add_argument("--ft-warp-trust", type=float, default=0.0,
+                   help="fine-tuning penalty on the warp-guided G's painted share (0: off)")
     s.add_argument("--clips", type=int, default=None, help="at most this many clips (seeded random subset)")
     s.add_argument("--frames-per-clip", type=int, default=8, help="target frames per clip (default 8)")
     s.add_argument("--split", choices=["val", "train", "all"], default="val",

@@ -198,3 +198,18 @@ def test_warp_generator_avatar_round_trip_and_paste_back(tiny_warp_checkpoint, p
     assert np.abs(own - a.source_crops[0].astype(int)).mean() < 40
     full = b.render_full_batch(a.sources[0].points[None], photo)
     assert full.shape == (1, *photo.shape)
+
+
+def test_warp_trust_finetuning_paints_less(tiny_warp_checkpoint, portrait):
+    """FT with a penalty on the painted share (warp_trust) leaves the warp-guided G painting less of the crop
+    than the paper's FT on the same photo, seed and steps."""
+    from reenact.api import Reenactor
+
+    r = Reenactor.load(tiny_warp_checkpoint, device="cpu")
+    share = {}
+    for wt in (0.0, 200.0):
+        av = r.personalize([portrait], steps=15, progress=False, warp_trust=wt)
+        assert av.mode == "FT" and any("synth_use" in h for h in av.history) == (wt > 0)
+        av.render(av.sources[0].crop_points)
+        share[wt] = float((1 - (av.G.last_aux["mask"] + 1) / 2).mean())
+    assert share[200.0] < 0.9 * share[0.0], share

@@ -104,6 +104,7 @@ class EvalOptions:
     speech_model: str | None = None
     ft_train: str = "all"  # what fine-tuning trains: "all" (G and psi') or "psi" (psi' alone)
     ft_lr_psi: float | None = None  # psi's fine-tuning learning rate (None: the model's lr_g)
+    ft_warp_trust: float = 0.0  # fine-tuning penalty on the warp-guided G's painted share (0: off)
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -175,12 +176,13 @@ class ModelRenderer:
     """
 
     def __init__(self, checkpoint: str, device: str = "cpu", ft_steps: int = 0, seed: int = 0,
-                 batch_size: int = 16, ft_train: str = "all", ft_lr_psi: float | None = None):
+                 batch_size: int = 16, ft_train: str = "all", ft_lr_psi: float | None = None,
+                 ft_warp_trust: float = 0.0):
         from reenact.api import Reenactor
 
         self.reenactor = Reenactor.load(checkpoint, device)
         self.ft_steps, self.seed, self.batch_size = int(ft_steps), int(seed), batch_size
-        self.ft_train, self.ft_lr_psi = ft_train, ft_lr_psi
+        self.ft_train, self.ft_lr_psi, self.ft_warp_trust = ft_train, ft_lr_psi, float(ft_warp_trust)
         self._last: tuple[str, object] | None = None  # (sources' hash, avatar) of the latest personalisation
 
     def render(self, src_images, src_points, tgt_points):
@@ -199,7 +201,7 @@ class ModelRenderer:
             torch.manual_seed(self.seed)
             avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
                                                 progress=False, seed=self.seed, train=self.ft_train,
-                                                lr_psi=self.ft_lr_psi)
+                                                lr_psi=self.ft_lr_psi, warp_trust=self.ft_warp_trust)
             self._last = (h.hexdigest(), avatar)
         S, R = src_images.shape[1], avatar.resolution
         out = avatar.render_batch(np.asarray(tgt_points, np.float32) * (R / S), batch_size=self.batch_size)
@@ -216,7 +218,7 @@ def make_renderer(method: str, opts: EvalOptions) -> Renderer:
         return WarpRenderer(opts.warp_kind, opts.device, opts.batch_size)
     if method == "model":
         return ModelRenderer(opts.checkpoint, opts.device, opts.ft_steps, opts.seed, opts.batch_size,
-                             opts.ft_train, opts.ft_lr_psi)
+                             opts.ft_train, opts.ft_lr_psi, opts.ft_warp_trust)
     raise ValueError(f"unknown method {method!r}")
 
 

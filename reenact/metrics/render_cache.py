@@ -64,6 +64,8 @@ def method_tag(method: str, k: int, opts) -> str:
         ft += f"{opts.ft_train}"
     if int(opts.ft_steps) and getattr(opts, "ft_lr_psi", None) is not None:
         ft += f"lr{float(opts.ft_lr_psi):g}"
+    if int(opts.ft_steps) and float(getattr(opts, "ft_warp_trust", 0.0)):
+        ft += f"wt{float(opts.ft_warp_trust):g}"
     return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}"
 
 
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ft-steps", type=int, default=0)
     ap.add_argument("--ft-train", choices=["all", "psi"], default="all")
     ap.add_argument("--ft-lr-psi", type=float, default=None)
+    ap.add_argument("--ft-warp-trust", type=float, default=0.0)
     ap.add_argument("--clips", type=int)
     ap.add_argument("--frames-per-clip", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = EvalOptions(methods=tuple(a.method.split(",")), shots=tuple(int(s) for s in a.shots.split(",")),
                        ft_steps=a.ft_steps, checkpoint=a.checkpoint, clips=a.clips,
                        frames_per_clip=a.frames_per_clip, seed=a.seed, device=a.device, ft_train=a.ft_train,
-                       ft_lr_psi=a.ft_lr_psi)
+                       ft_lr_psi=a.ft_lr_psi, ft_warp_trust=a.ft_warp_trust)
     for tag, n in render_only(a.data, a.cache, opts).items():
         print(f"{tag}: {n} calls")
 
