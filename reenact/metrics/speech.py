@@ -282,24 +282,31 @@ def summarise(per_clip: list[dict], rendered: list[dict]) -> dict:
             e["mouth_lmd"] = _mean(r["mouth_lmd"] for r in rows)
             e["opening_corr"] = _mean(r["opening_corr"] for r in rows)
         if "sync" in _HAS[name]:
-            off = np.array([r["av_offset"] for r in rows])
-            e.update({"av_offset": float(off.mean()), "av_abs_offset": float(np.abs(off).mean()),
-                      "in_sync": float((np.abs(off) <= 1).mean()), "av_conf": _mean(r["av_conf"] for r in rows)})
+            e.update({k: v for k, v in _sync_summary(rows).items() if k in _SYNC_KEYS})
         if "blinks" in _HAS[name]:
             minutes = sum(r["minutes"] for r in rows)
             e["blinks_per_min"] = sum(r["blinks"] for r in rows) / minutes if minutes > 0 else None
             e["minutes"] = minutes
         res["results"][name] = e
     if rendered:
-        ok = [r for r in rendered if "av_offset" in r]
+        sync = _sync_summary(rendered)
         res["rendered"] = {"clips": len(rendered), "ssim": _mean(r.get("ssim") for r in rendered),
                            "psnr": _mean(r.get("psnr") for r in rendered),
-                           "av_offset": _mean(r["av_offset"] for r in ok),
-                           "av_abs_offset": _mean(abs(r["av_offset"]) for r in ok),
-                           "in_sync": float(np.mean([abs(r["av_offset"]) <= 1 for r in ok])) if ok else None,
-                           "av_conf": _mean(r["av_conf"] for r in ok), "sync_failed": len(rendered) - len(ok),
+                           **{k: sync[k] for k in _SYNC_KEYS}, "sync_failed": sync["failed"],
                            "per_clip": rendered}
     return res
+
+
+_SYNC_KEYS = ("av_offset", "av_abs_offset", "in_sync", "av_conf")
+
+
+def _sync_summary(rows: list[dict]) -> dict:
+    """AV-sync means of rows carrying ``av_offset``/``av_conf`` (rows without them count as failed), by the
+    same rule as every other AV-sync figure (:func:`reenact.metrics.sync.summarize`)."""
+    from reenact.metrics.sync import summarize
+
+    return summarize([{"status": "ok", "offset": r["av_offset"], "confidence": r["av_conf"]}
+                      if "av_offset" in r else {"status": "failed"} for r in rows])
 
 
 def _fmt(v, spec: str) -> str:
