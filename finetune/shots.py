@@ -103,13 +103,16 @@ def read_landmarks(lmk: str | os.PathLike | np.ndarray, image_name: str, size: t
 
 def load_shots(images: ImageLike | Sequence[ImageLike], resolution: int,
                landmarks: LandmarksLike | Sequence[LandmarksLike] = None, multiple: str = "error",
-               detector: Callable[[], object] | object | None = None) -> list[Shot]:
+               detector: Callable[[], object] | object | None = None, cropped: bool = False) -> list[Shot]:
     """Read, locate and crop the source images.
 
     images: one or more paths or RGB uint8 ``(H, W, 3)`` arrays. landmarks: ``None`` (detect every face) or
     one entry per image, each ``None`` (detect) or a ``(68, 2)`` array / ``.npy`` path. multiple: ``"error"``
     (several faces raise MultipleFacesError) or ``"largest"``. detector: a LandmarkDetector, or a
-    zero-argument factory called only if some image needs detection. Returns one :class:`Shot` per image.
+    zero-argument factory called only if some image needs detection. cropped: the images are already crops of
+    the model's size made by the training crop rule (e.g. frames of ``reenact prepare``): used as they are. A
+    second crop would resample them again, a sub-pixel shift that blurs (it costs a third of the Laplacian
+    variance) and moves the background against the landmarks. Returns one :class:`Shot` per image.
     """
     if multiple not in ("error", "largest"):
         raise ValueError(f"multiple must be 'error' or 'largest', got {multiple!r}")
@@ -140,6 +143,14 @@ def load_shots(images: ImageLike | Sequence[ImageLike], resolution: int,
             except NoFaceError as exc:
                 raise NoFaceError(name, exc.problem, NO_FACE_HINT) from None
             pts, origin = face.points, getattr(det, "name", "detector")
+        if cropped:
+            if size != (resolution, resolution):
+                raise InputError(name, f"is {size[1]}x{size[0]}, but cropped=True needs {resolution}x{resolution} "
+                                       "crops", "pass the full photo without cropped=True")
+            m = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+            shots.append(Shot(name=name, size=size, points=pts, matrix=m, crop=np.ascontiguousarray(img),
+                              crop_points=np.asarray(pts, np.float32), landmarks_from=origin))
+            continue
         m = crop_matrix(box_from_points(pts, params), resolution)
         shots.append(Shot(name=name, size=size, points=pts, matrix=m, crop=crop_image(img, m, resolution),
                           crop_points=transform_points(pts, m), landmarks_from=origin))

@@ -113,7 +113,7 @@ class Reenactor:
                     multiple: Literal["error", "largest"] = "error", progress: bool = True, seed: int = 0, *,
                     lr_g: float | None = None, lr_d: float | None = None, batch_size: int = 4,
                     augment: bool = True, g_encoding: str = "delta-int8", train: str = "all",
-                    lr_psi: float | None = None, warp_trust: float = 0.0) -> "Avatar":
+                    lr_psi: float | None = None, warp_trust: float = 0.0, cropped: bool = False) -> "Avatar":
         """Make an avatar of the person in ``images`` (Zakharov et al. 2019, stage 2).
 
         images: one or more image paths or RGB uint8 ``(H, W, 3)`` arrays of the same person (photos,
@@ -129,6 +129,7 @@ class Reenactor:
         train: ``"all"`` (G and psi', the paper) or ``"psi"`` (psi' alone, G kept: a small avatar file, and the
             warp-guided G's mask and flow stay as meta-learned). lr_psi: psi's learning rate (default lr_g).
             warp_trust: weight of a penalty on the warp-guided G's painted share (0: off).
+        cropped: the images are already the model's crops (e.g. ``reenact prepare`` frames): not cropped again.
 
         Raises NoFaceError (with the hint to pass landmarks), MultipleFacesError, InputError (unreadable image,
         bad landmarks file, naming it).
@@ -137,7 +138,8 @@ class Reenactor:
         from finetune.personalize import FinetuneOptions, personalize
         from finetune.shots import load_shots
 
-        shots = load_shots(images, self.resolution, landmarks, multiple, detector=lambda: self.detector)
+        shots = load_shots(images, self.resolution, landmarks, multiple, detector=lambda: self.detector,
+                           cropped=cropped)
         opts = FinetuneOptions(steps=int(steps), lr_g=lr_g, lr_d=lr_d, batch_size=batch_size, augment=augment,
                                seed=int(seed), progress=progress, train=train, lr_psi=lr_psi,
                                warp_trust=float(warp_trust))

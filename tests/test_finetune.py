@@ -183,3 +183,14 @@ def test_mirrored_shots_match_the_augmentation_flip(shots):
     m = mirror_points(pts, R)
     assert (m[:, 36:42, 0].mean(1) < m[:, 42:48, 0].mean(1)).all()
     assert torch.equal(mirror_points(m, R), pts)
+
+
+def test_cropped_shots_are_used_as_they_are(base, shots, tmp_path):
+    """cropped=True keeps a prepared crop's pixels and points exactly (a second crop would resample and blur
+    them); a crop of the wrong size is refused, naming the image."""
+    s = shots[0]
+    again = load_shots([s.crop], base.resolution, [s.crop_points], cropped=True)[0]
+    assert np.array_equal(again.crop, s.crop) and np.array_equal(again.crop_points, s.crop_points)
+    with pytest.raises(InputError, match="cropped=True"):
+        load_shots([np.zeros((base.resolution + 2, base.resolution, 3), np.uint8)], base.resolution,
+                   [s.crop_points], cropped=True)

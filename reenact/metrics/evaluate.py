@@ -169,10 +169,10 @@ class ModelRenderer:
     """A meta-learned model through the public API: ``Reenactor.load(checkpoint, device)``, then per clip
     ``personalize(source crops, steps=ft_steps, landmarks=source points)`` and ``render_batch(targets)``.
 
-    The source crops are given as images with their landmarks, so the API crops them again the way it crops any
-    photo; prepared crops use the same crop rule, so that second crop is close to the identity. Target landmarks
-    are rendered in the prepared crops' own frame (the frame the model was trained in); if the model's
-    resolution differs from the crops', points are scaled to it and outputs resized back.
+    Prepared crops of the model's size are given with ``cropped=True``, used as they are (the frame the model was
+    trained in, the same pixels the warp reference gets); before session 4 the API cropped them again, a
+    near-identity resampling that blurred the sources and shifted the background by about a pixel. Crops of
+    another size are cropped by the API like any photo, and outputs are resized back.
     """
 
     def __init__(self, checkpoint: str, device: str = "cpu", ft_steps: int = 0, seed: int = 0,
@@ -199,9 +199,13 @@ class ModelRenderer:
             avatar = self._last[1]
         else:
             torch.manual_seed(self.seed)
+            # Prepared crops at the model's size are used as they are: cropping them again would resample the
+            # sources (blur) and shift the background against the target frame, a handicap the warp does not have.
+            as_is = src_images.shape[1] == self.reenactor.resolution
             avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
                                                 progress=False, seed=self.seed, train=self.ft_train,
-                                                lr_psi=self.ft_lr_psi, warp_trust=self.ft_warp_trust)
+                                                lr_psi=self.ft_lr_psi, warp_trust=self.ft_warp_trust,
+                                                cropped=as_is)
             self._last = (h.hexdigest(), avatar)
         S, R = src_images.shape[1], avatar.resolution
         out = avatar.render_batch(np.asarray(tgt_points, np.float32) * (R / S), batch_size=self.batch_size)
