@@ -107,6 +107,8 @@ def test_model_adapter_uses_the_public_api(monkeypatch):
             return np.full((len(points), 32, 32, 3), 77, np.uint8)
 
     class Stub:
+        resolution = 32
+
         @classmethod
         def load(cls, checkpoint, device="auto"):
             calls["load"] = (checkpoint, device)
@@ -114,6 +116,7 @@ def test_model_adapter_uses_the_public_api(monkeypatch):
 
         def personalize(self, images, steps=100, landmarks=None, progress=True, seed=0, **kw):
             calls["personalize"] = (len(images), images[0].shape, steps, np.stack(landmarks))
+            calls["cropped"] = kw.get("cropped")
             return Avatar()
 
     monkeypatch.setattr(reenact.api, "Reenactor", Stub)
@@ -127,6 +130,7 @@ def test_model_adapter_uses_the_public_api(monkeypatch):
     n, shape, steps, lm = calls["personalize"]
     assert (n, shape, steps) == (2, (64, 64, 3), 7) and np.allclose(lm, sp)
     assert np.allclose(calls["points"], tp * 0.5)
+    assert calls["cropped"] is False  # 64 px crops for a 32 px model: the API crops them like any photo
     # the same sources again (the AV-sync segment) reuse the personalised avatar; new sources personalise anew
     del calls["personalize"]
     r.render(src, sp, tp[:1])

@@ -66,7 +66,9 @@ def method_tag(method: str, k: int, opts) -> str:
         ft += f"lr{float(opts.ft_lr_psi):g}"
     if int(opts.ft_steps) and float(getattr(opts, "ft_warp_trust", 0.0)):
         ft += f"wt{float(opts.ft_warp_trust):g}"
-    return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}"
+    # "-v2": sources given to the model as they are (session 4); caches of the earlier harness, which cropped them
+    # again, must not answer for it
+    return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}-v2"
 
 
 def checkpoint_tag(checkpoint: str | Path) -> str:
