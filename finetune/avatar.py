@@ -171,14 +171,13 @@ class Avatar:
             encoded = encode_generator(result.generator, base.G.state_dict(), g_encoding)
         sources = [Source(s.name, tuple(s.size), s.points, s.crop_points, s.matrix, s.landmarks_from) for s in shots]
         o = result.options
-        psi_only = getattr(o, "train", "all") == "psi"
+        psi_only = o.train == "psi"
         steps = int(o.steps) if result.generator is not None or psi_only else 0
         info = {"mode": ("FT-psi" if psi_only else "FT") if steps else "FF", "steps": steps, "shots": len(sources),
                 "g_encoding": g_encoding if encoded else "none",
                 "options": {"lr_g": o.lr_g, "lr_d": o.lr_d, "batch_size": o.batch_size, "augment": o.augment,
                             "flip": o.flip, "scale": o.scale, "shift": o.shift, "seed": o.seed,
-                            "train": getattr(o, "train", "all"), "lr_psi": getattr(o, "lr_psi", None),
-                            "warp_trust": getattr(o, "warp_trust", 0.0)},
+                            "train": o.train, "lr_psi": o.lr_psi, "warp_trust": o.warp_trust},
                 "seconds": round(result.seconds, 3)}
         crops = np.stack([s.crop for s in shots]) if getattr(base.G, "needs_sources", False) else None
         return cls(base, result.psi, result.e, encoded, sources, info, result.history, crops=crops)

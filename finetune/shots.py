@@ -111,8 +111,8 @@ def load_shots(images: ImageLike | Sequence[ImageLike], resolution: int,
     (several faces raise MultipleFacesError) or ``"largest"``. detector: a LandmarkDetector, or a
     zero-argument factory called only if some image needs detection. cropped: the images are already crops of
     the model's size made by the training crop rule (e.g. frames of ``reenact prepare``): used as they are. A
-    second crop would resample them again, a sub-pixel shift that blurs (it costs a third of the Laplacian
-    variance) and moves the background against the landmarks. Returns one :class:`Shot` per image.
+    second crop would resample them (a near-identity map that kept 0.63 of the face's Laplacian variance on the
+    held-out prepared crops). Returns one :class:`Shot` per image.
     """
     if multiple not in ("error", "largest"):
         raise ValueError(f"multiple must be 'error' or 'largest', got {multiple!r}")

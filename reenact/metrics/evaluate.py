@@ -170,9 +170,9 @@ class ModelRenderer:
     ``personalize(source crops, steps=ft_steps, landmarks=source points)`` and ``render_batch(targets)``.
 
     Prepared crops of the model's size are given with ``cropped=True``, used as they are (the frame the model was
-    trained in, the same pixels the warp reference gets); before session 4 the API cropped them again, a
-    near-identity resampling that blurred the sources and shifted the background by about a pixel. Crops of
-    another size are cropped by the API like any photo, and outputs are resized back.
+    trained in, the same pixels the warp reference gets): cropping them again is a near-identity resampling that
+    blurs the sources, a handicap the warp does not have. Crops of another size are cropped by the API like any
+    photo, and outputs are resized back.
     """
 
     def __init__(self, checkpoint: str, device: str = "cpu", ft_steps: int = 0, seed: int = 0,
@@ -199,9 +199,7 @@ class ModelRenderer:
             avatar = self._last[1]
         else:
             torch.manual_seed(self.seed)
-            # Prepared crops at the model's size are used as they are: cropping them again would resample the
-            # sources (blur) and shift the background against the target frame, a handicap the warp does not have.
-            as_is = src_images.shape[1] == self.reenactor.resolution
+            as_is = src_images.shape[1] == self.reenactor.resolution  # see the class docstring
             avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
                                                 progress=False, seed=self.seed, train=self.ft_train,
                                                 lr_psi=self.ft_lr_psi, warp_trust=self.ft_warp_trust,

@@ -60,12 +60,10 @@ def method_tag(method: str, k: int, opts) -> str:
     if method != "model":
         return f"{method}-{getattr(opts, 'warp_kind', 'pa') if method == 'warp' else 'x'}-k{k}"
     ft = f"ft{int(opts.ft_steps)}"
-    if int(opts.ft_steps) and getattr(opts, "ft_train", "all") != "all":  # tags of the paper's FT unchanged
-        ft += f"{opts.ft_train}"
-    if int(opts.ft_steps) and getattr(opts, "ft_lr_psi", None) is not None:
-        ft += f"lr{float(opts.ft_lr_psi):g}"
-    if int(opts.ft_steps) and float(getattr(opts, "ft_warp_trust", 0.0)):
-        ft += f"wt{float(opts.ft_warp_trust):g}"
+    if int(opts.ft_steps):  # only settings away from the paper's FT enter the tag
+        ft += ("" if opts.ft_train == "all" else opts.ft_train) \
+            + ("" if opts.ft_lr_psi is None else f"lr{float(opts.ft_lr_psi):g}") \
+            + (f"wt{float(opts.ft_warp_trust):g}" if opts.ft_warp_trust else "")
     # "-v2": sources given to the model as they are (session 4); caches of the earlier harness, which cropped them
     # again, must not answer for it
     return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}-v2"
