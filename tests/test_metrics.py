@@ -14,8 +14,10 @@ from reenact.metrics.identity import FaceAnalyzer, acd, csim
 from reenact.metrics.landmarks import (POSE_MODEL_INDICES, POSE_MODEL_POINTS, detect_blinks, euler_to_rotation,
                                        eye_aspect_ratio, head_pose, inter_ocular, lmd, pose_error)
 from reenact.metrics.psnr_ssim import psnr, ssim
-from reenact.metrics.regions import eye_boxes, hard_frames, mouth_box, mouth_opening, opening_gap, region_metrics
-from reenact.metrics.sharpness import cpbd, face_box, laplacian_variance
+from reenact.metrics.regions import (eye_boxes, eye_gap, hard_frames, mouth_box, mouth_interior_mask,
+                                     mouth_interior_metrics, mouth_opening, open_mouth, opening_gap,
+                                     region_metrics)
+from reenact.metrics.sharpness import cpbd, face_box, lapvar_ratio, laplacian_variance
 from reenact.metrics.sync import av_sync
 
 
@@ -95,6 +97,71 @@ def test_hard_frames_are_the_largest_mouth_opening_gaps(face):
     assert hard_frames(gap).tolist() == [False] * 6 + [True] * 2  # the quarter with the widest gap
 
 
+# A real clip whose speaker opens the mouth wide (teeth showing) a second after a closed-mouth start.
+OPEN_MOUTH_CLIP = "videos/lp97/driving_d12.mp4"
+CLOSED_FRAME, OPEN_FRAME = 0, 34
+
+
+@pytest.fixture(scope="module")
+def open_and_closed(data_dir):
+    """(closed frame, its dlib landmarks, open-mouth frame, its landmarks) of one real 512 px clip."""
+    from reenact import io
+    from reenact.landmarks import create_detector
+
+    det = create_detector("dlib")
+    frames = list(io.read_frames(data_dir / OPEN_MOUTH_CLIP, max_frames=OPEN_FRAME + 1))
+    closed, opened = frames[CLOSED_FRAME], frames[OPEN_FRAME]
+    return closed, det.detect_one(closed).points, opened, det.detect_one(opened).points
+
+
+def test_open_mouths_are_selected_by_the_inner_lip_gap(open_and_closed):
+    _, closed_pts, _, open_pts = open_and_closed
+    assert open_mouth(np.stack([closed_pts, open_pts])).tolist() == [False, True]
+    # the threshold is in outer-eye-corner distances: a gap just over / under 0.08 of it flips the verdict
+    iod = np.linalg.norm(open_pts[36] - open_pts[45])
+    gap = float(np.linalg.norm(open_pts[[61, 62, 63]] - open_pts[[67, 66, 65]], axis=-1).mean())
+    assert open_mouth(open_pts, gap / iod - 1e-3) and not open_mouth(open_pts, gap / iod + 1e-3)
+
+
+def test_mouth_interior_scores_real_teeth_above_stretched_lips(open_and_closed):
+    from reenact.warp import warp_images
+
+    closed, closed_pts, opened, open_pts = open_and_closed
+    h, w = opened.shape[:2]
+    mask = mouth_interior_mask(open_pts, h, w)
+    inner = cv2.fillPoly(np.zeros((h, w), np.uint8), [np.round(open_pts[60:68]).astype(np.int32)], 1) > 0
+    assert inner.sum() > 300 and (mask | ~inner).all() and mask.sum() > inner.sum()  # the polygon, grown
+    # the real frame scores a perfect interior
+    perfect = mouth_interior_metrics(opened, opened, open_pts)
+    assert math.isinf(perfect["interior_psnr"][0]) and perfect["interior_l1"][0] == 0
+    # a closed mouth is not scored
+    assert np.isnan(mouth_interior_metrics(closed, closed, closed_pts)["interior_psnr"][0])
+    # "teeth": the open frame after a lossy codec; "stretched lips": the same frame whose interior is the closed
+    # frame warped onto the open landmarks (what any warp of a closed mouth gives)
+    ok, jpg = cv2.imencode(".jpg", opened, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    teeth = cv2.imdecode(jpg, cv2.IMREAD_UNCHANGED)
+    stretched = teeth.copy()
+    warped = warp_images(closed[None], closed_pts[None], open_pts[None], "pa")[0]
+    stretched[mask] = warped[mask]
+    m = mouth_interior_metrics(np.stack([teeth, stretched]), np.stack([opened, opened]), np.stack([open_pts] * 2))
+    assert m["interior_psnr"][0] > m["interior_psnr"][1] + 3  # dB
+    assert m["interior_l1"][0] < 0.5 * m["interior_l1"][1]
+    # outside the interior the two are the same pixels, so whole-frame PSNR barely tells them apart
+    assert psnr(teeth, opened)[0] - psnr(stretched, opened)[0] < 0.5 * (m["interior_psnr"][0] - m["interior_psnr"][1])
+
+
+def test_eye_gap_finds_the_blinks(face):
+    _, pts = face
+    targets = np.stack([pts.copy() for _ in range(8)])
+    for i in range(8):  # close the eyes by i/8: the upper lids (37, 38, 43, 44) move towards the lower ones
+        for up, lo in ((37, 41), (38, 40), (43, 47), (44, 46)):
+            targets[i, up] += (targets[i, lo] - targets[i, up]) * i / 8
+    gap = eye_gap(pts, targets)
+    assert gap[0] == pytest.approx(0, abs=1e-9) and np.all(np.diff(gap) > 0)
+    assert hard_frames(gap).tolist() == [False] * 6 + [True] * 2
+    assert eye_gap(np.stack([pts, targets[7]]), targets[7:])[0] == pytest.approx(0, abs=1e-9)  # a source blinks
+
+
 # ------------------------------------------------------------------------------------------------ sharpness
 
 def test_blur_lowers_cpbd_and_laplacian_sharpness(face):
@@ -103,6 +170,8 @@ def test_blur_lowers_cpbd_and_laplacian_sharpness(face):
     blurred = cv2.GaussianBlur(img, (0, 0), 1.5)
     assert cpbd(blurred, box) < cpbd(img, box)
     assert laplacian_variance(blurred, box) < 0.5 * laplacian_variance(img, box)
+    r = lapvar_ratio(np.stack([img, blurred]), np.stack([img, img]), np.stack([pts, pts]))
+    assert r[0] == pytest.approx(1.0) and r[1] < 0.5
 
 
 def test_cpbd_of_a_sharp_step_is_1_and_of_a_blurred_step_0():

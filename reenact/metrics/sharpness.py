@@ -132,17 +132,30 @@ def cpbd(image: np.ndarray, box: Box | None = None) -> float:
     return float((p <= P_JNB).mean()) if len(p) else float("nan")
 
 
-def sharpness(fake: np.ndarray, real: np.ndarray, points: np.ndarray, real_cpbd: bool = True) -> dict[str, np.ndarray]:
-    """Per image of (N, H, W, 3) ``fake``/``real`` with target ``points`` (N, 68, 2), on the face box:
-    ``lapvar_ratio`` (output / real variance of the Laplacian), ``cpbd`` (output) and, if ``real_cpbd``,
-    ``cpbd_real``."""
+def lapvar_ratio(fake: np.ndarray, real: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N,) variance of the Laplacian of ``fake`` over that of ``real`` ((N, H, W, 3) uint8) in the face box of
+    the target ``points`` (N, 68, 2); NaN where the real box is flat. At any resolution: on full frames it is
+    the sharpness a user sees in the pasted-back photo."""
     fake, real = np.asarray(fake), np.asarray(real)
     n, h, w = fake.shape[:3]
-    out = {k: np.zeros(n) for k in ("lapvar_ratio", "cpbd") + (("cpbd_real",) if real_cpbd else ())}
+    out = np.full(n, np.nan)
     for i in range(n):
         box = face_box(points[i], h, w)
         lr = laplacian_variance(real[i], box)
-        out["lapvar_ratio"][i] = laplacian_variance(fake[i], box) / lr if lr > 0 else np.nan
+        if lr > 0:
+            out[i] = laplacian_variance(fake[i], box) / lr
+    return out
+
+
+def sharpness(fake: np.ndarray, real: np.ndarray, points: np.ndarray, real_cpbd: bool = True) -> dict[str, np.ndarray]:
+    """Per image of (N, H, W, 3) ``fake``/``real`` with target ``points`` (N, 68, 2), on the face box:
+    ``lapvar_ratio`` (:func:`lapvar_ratio`), ``cpbd`` (output) and, if ``real_cpbd``, ``cpbd_real``."""
+    fake, real = np.asarray(fake), np.asarray(real)
+    n, h, w = fake.shape[:3]
+    out = {k: np.zeros(n) for k in ("cpbd",) + (("cpbd_real",) if real_cpbd else ())}
+    out["lapvar_ratio"] = lapvar_ratio(fake, real, points)
+    for i in range(n):
+        box = face_box(points[i], h, w)
         out["cpbd"][i] = cpbd(fake[i], box)
         if real_cpbd:
             out["cpbd_real"][i] = cpbd(real[i], box)
