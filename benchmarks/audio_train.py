@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from puppeteer.audio.config import audio_config  # noqa: E402
 from puppeteer.audio.data import Batcher, load_clips  # noqa: E402
 from puppeteer.audio.sync_expert import FRAMES  # noqa: E402
-from puppeteer.audio.train import pick_device, train_a2l, train_sync  # noqa: E402
+from puppeteer.audio.train import train_a2l, train_sync  # noqa: E402
+from reenact.device import resolve_device  # noqa: E402
 
 
 def batch_ms(clips, length: int, window: int, pad: int, n: int, device: torch.device, reps: int = 20) -> float:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = audio_config(args.overrides + [f"train_sync.steps={args.steps}", f"train_a2l.steps={args.steps}",
                                          f"train_sync.val_every={args.steps}", f"train_a2l.val_every={args.steps}"])
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     clips = load_clips(args.data, speech_only=True)

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from finetune.base import resolve_device
+    from reenact.device import resolve_device
     from puppeteer.drive import puppeteer_video
     from reenact import Reenactor, io
     from reenact.models import count_params

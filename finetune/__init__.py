@@ -2,7 +2,8 @@
 
 Most users want ``reenact.Reenactor`` (which calls this package). Pieces, imported lazily:
 ``load_shots`` (source images -> crops + landmarks), ``finetune.personalize.personalize`` / ``FinetuneOptions`` (embedding,
-feed-forward or fine-tuning), ``Avatar`` (rendering and the avatar file), ``BaseModel`` (the checkpoint).
+feed-forward or fine-tuning), ``Avatar`` (rendering and the avatar file). The base model it starts from is the
+core's ``reenact.models.BaseModel``.
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import importlib
 _LAZY = {
     "Avatar": "finetune.avatar",
     "Source": "finetune.avatar",
-    "BaseModel": "finetune.base",
-    "weights_hash": "finetune.base",
     "FinetuneOptions": "finetune.personalize",
     "Personalization": "finetune.personalize",
     "Shot": "finetune.shots",

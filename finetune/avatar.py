@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from reenact.checkpoint import check_finite
 from reenact.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.base import BaseModel
+    from reenact.models.base_model import BaseModel
     from finetune.personalize import Personalization
     from finetune.shots import Shot
 
@@ -418,6 +419,7 @@ def read_avatar_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str,
             raise CheckpointError(f"{path}: malformed avatar file (no tensor {key!r})")
     if "base_hash" not in meta:
         raise CheckpointError(f"{path}: malformed avatar file (no base_hash)")
+    check_finite(tensors, path)  # a NaN psi renders black frames that provenance would still vouch for
     return meta, tensors
 
 

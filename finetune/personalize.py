@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from finetune.base import BaseModel
+from reenact.models.base_model import BaseModel
 from reenact.losses import ContentLoss, d_hinge, feature_matching, g_hinge
 from finetune.shots import Shot
 from reenact.errors import ReenactError

@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reenact.device import resolve_device
+
 # NVLink SHARP / multicast paths are off on our machines (they hang or fail on partitioned GPUs).
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
@@ -62,22 +64,13 @@ class DistEnv:
         return self.world_size > 1
 
 
-def pick_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
-    if pref == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(pref)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
 def init_distributed(device: str = "auto", timeout_s: float = 1800) -> DistEnv:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single-process env."""
     os.environ.update(SAFE_ENV)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local)
+    dev = resolve_device(device, local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 from meta_learning import distributed as dist_utils
 from meta_learning.distributed import DistEnv
 from reenact.losses import ContentLoss, d_hinge, embedding_match, feature_matching, g_hinge
+from reenact.device import resolve_device
 from reenact.checkpoint import (LATEST, atomic_write_text, load_checkpoint, prune_checkpoints, save_checkpoint,
                                 write_latest)
 from reenact.errors import CheckpointError, ReenactError
@@ -151,7 +152,7 @@ class Trainer:
         self.cfg = cfg
         tc = cfg.train
         self.tc = tc
-        self.env = env or DistEnv(device=dist_utils.pick_device(tc.device))
+        self.env = env or DistEnv(device=resolve_device(tc.device))
         self.device = self.env.device
         self.is_main = self.env.is_main
         self.out_dir = Path(tc.out_dir)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from finetune.avatar import Avatar
-    from finetune.base import BaseModel
+    from reenact.models.base_model import BaseModel
     from finetune.shots import ImageLike, LandmarksLike
     from reenact.landmarks.base import FaceLandmarks, LandmarkDetector
 
@@ -62,7 +62,7 @@ class Reenactor:
         """Load a checkpoint (a run folder, its ``checkpoints`` folder or a ``step_*`` folder); ``None``: the
         bundled default model. ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:N"``.
         ``landmarks_backend``: detector used for source images without given landmarks."""
-        from finetune.base import BaseModel
+        from reenact.models.base_model import BaseModel
 
         path = default_checkpoint() if checkpoint is None else Path(checkpoint)
         return cls(BaseModel.load(path, device), landmarks_backend)

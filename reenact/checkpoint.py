@@ -13,9 +13,14 @@ larger than the limit are split along their flattened storage into ``<key>@@<j>`
 
 ``state_dtype="bfloat16"`` stores floating tensors of more than one element in bfloat16 (half the size;
 resuming is then approximate); they are cast back to the module's dtype on load.
+
+Loading checks that every weight is finite (a NaN weight renders black frames that provenance would vouch
+for) and identifies the weights by :func:`weights_hash`, computed from the tensors read, never taken on trust
+from ``meta.json``: see :func:`checkpoint_hash`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +38,9 @@ from reenact.errors import CheckpointError
 MAX_FILE_BYTES = 15 * 1024 * 1024
 LATEST = "latest"
 _SPLIT = "@@"
+HASH_KEY = "weights_sha256"  # meta.json: the weights hash recorded at the first load (checked on every later one)
+_HASH_CACHE = ".weights_sha256.json"  # beside the weights: their hash, valid while their size + mtime hold
+_hash_memo: dict[tuple, str] = {}  # (checkpoint folder, weight files' size + mtime) -> hash, this process
 
 
 def _fsync_dir(path: Path) -> None:
@@ -147,6 +155,46 @@ def load_tensors(folder: Path, stem: str) -> dict[str, torch.Tensor] | None:
     return pieces
 
 
+def tensor_files(folder: Path, stem: str) -> list[Path]:
+    """The files :func:`load_tensors` reads for ``stem``: ``<stem>.safetensors``, or the index and its shards."""
+    single, index = folder / f"{stem}.safetensors", folder / f"{stem}.index.json"
+    if single.exists():
+        return [single]
+    if not index.exists():
+        return []
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{index}: unreadable shard index ({exc})") from None
+    return [index] + [folder / f for f in shards]
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str | Path, kind: str = "tensor") -> None:
+    """CheckpointError naming ``source`` and the first NaN/inf ``kind`` among ``tensors`` (floating ones)."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{source}: {kind} {name!r} has {bad} NaN or infinite value(s) of {t.numel()}; "
+                                  "the file is corrupt or was written from a diverged model")
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    # uint8 view works for every dtype (bfloat16 included, which numpy cannot represent).
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def weights_hash(weights: dict[str, dict[str, torch.Tensor]]) -> str:
+    """SHA-256 (hex) of all tensors of a checkpoint, ``weights[module][name]``, over names, dtypes, shapes and
+    bytes in sorted order: independent of dict order and of how the files are sharded."""
+    h = hashlib.sha256()
+    flat = {f"{m}.{k}": t for m, d in weights.items() for k, t in d.items()}
+    for key in sorted(flat):
+        t = flat[key]
+        h.update(f"{key}|{str(t.dtype).removeprefix('torch.')}|{tuple(t.shape)}\n".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint. ``weights[module][param] -> tensor``; ``config``: the saved Config (omegaconf);
@@ -242,6 +290,7 @@ def load_checkpoint(path: str | Path, train_state: bool = True) -> Checkpoint:
     flat = load_tensors(path, "model")
     if flat is None:
         raise CheckpointError(f"{path}: no model.safetensors (or model.index.json)")
+    check_finite(flat, path, "weight")
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in flat.items():
         module, _, name = key.partition(".")
@@ -251,6 +300,62 @@ def load_checkpoint(path: str | Path, train_state: bool = True) -> Checkpoint:
     state = load_tensors(path, "train_state") if train_state else None
     return Checkpoint(path=path, weights=weights, config=config, meta=meta, train_state=state,
                       modules=list(meta.get("modules", weights)))
+
+
+def _files_stamp(ck: Checkpoint) -> list[list]:
+    out = []
+    for f in tensor_files(ck.path, "model"):
+        st = f.stat()
+        out.append([f.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def checkpoint_hash(ck: Checkpoint, store: bool = True) -> str:
+    """The :func:`weights_hash` of the weights ``ck`` holds, i.e. of what was loaded, not of what ``meta.json``
+    says. Computing it reads every byte once; the result is cached per process and (``store``) in a hidden file
+    beside the weights, both keyed by the weight files' size + mtime_ns, so a second load costs nothing.
+
+    ``meta.json`` records the hash at the first load (``weights_sha256``); a later load whose weights hash
+    differently raises CheckpointError: the weight files were changed after the checkpoint was written, and
+    avatars and provenance must not claim the old hash for them. A read-only checkpoint is not updated."""
+    stamp = _files_stamp(ck)
+    memo_key = (str(ck.path.resolve()), json.dumps(stamp))
+    digest = _hash_memo.get(memo_key)
+    cache_path = ck.path / _HASH_CACHE
+    if digest is None:
+        try:
+            cached = json.loads(cache_path.read_text())
+            if cached.get("files") == stamp and isinstance(cached.get("sha256"), str):
+                digest = cached["sha256"]
+        except (OSError, json.JSONDecodeError, AttributeError):
+            pass
+    if digest is None:
+        digest = weights_hash(ck.weights)
+        if store:
+            try:
+                atomic_write_text(cache_path, json.dumps({"sha256": digest, "files": stamp}))
+            except OSError:
+                pass  # read-only checkpoint: recomputed by the next process
+    _hash_memo[memo_key] = digest
+    recorded = ck.meta.get(HASH_KEY)
+    if recorded is not None and recorded != digest:
+        raise CheckpointError(
+            f"{ck.path}: the weights hash to {digest}, but meta.json records {HASH_KEY} {recorded}: the weight "
+            "files were changed after this checkpoint was written. Restore the original files, or remove "
+            f"{HASH_KEY} from meta.json to accept these weights as a new model (avatars made from the old "
+            "weights will then be refused)")
+    if recorded is None:
+        ck.meta[HASH_KEY] = digest
+        if store:
+            meta_path = ck.path / "meta.json"
+            try:
+                meta = json.loads(meta_path.read_text())
+                if HASH_KEY not in meta:
+                    meta[HASH_KEY] = digest
+                    atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True))
+            except (OSError, json.JSONDecodeError):
+                pass  # the hash is still used for this session; it is recomputed next time
+    return digest
 
 
 def versions() -> dict[str, str | None]:

@@ -48,7 +48,7 @@ def test_no_bundled_default_model_is_explained():
 
 
 def test_base_hash_is_stored_once_and_deterministic(r, tiny_checkpoint):
-    from finetune.base import weights_hash
+    from reenact.checkpoint import weights_hash
     from reenact.checkpoint import load_checkpoint
 
     meta = json.loads((tiny_checkpoint / "meta.json").read_text())

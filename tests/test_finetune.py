@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from finetune.avatar import Avatar, decode_generator, encode_generator
-from finetune.base import BaseModel
+from reenact.models.base_model import BaseModel
 from finetune.personalize import FinetuneOptions, embed, personalize
 from finetune.shots import load_shots
 from reenact import io

@@ -34,7 +34,8 @@ def test_checkpoint_tag_survives_first_load(tiny_checkpoint, tmp_path):
     import json
     import shutil
 
-    from finetune.base import HASH_KEY, BaseModel
+    from reenact.checkpoint import HASH_KEY
+    from reenact.models.base_model import BaseModel
     from reenact.checkpoint import resolve_checkpoint
     from reenact.metrics.render_cache import checkpoint_tag
 

@@ -36,15 +36,10 @@ from puppeteer.audio.data import ANIMATED, JAW, MOUTH_IN_ANIMATED, Batcher, Clip
 from puppeteer.audio.model import AudioToLandmarks
 from puppeteer.audio.sync_expert import FRAMES, LipSyncExpert, SyncNet, contrastive_loss, sync_loss
 from reenact.checkpoint import atomic_write_text
+from reenact.device import resolve_device
 from reenact.landmarks.parts import MOUTH
 
 SYNC_VAL_WINDOWS = 256  # held-out windows (fixed, unaugmented) that score the expert at each validation
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _optimizer(net, tc, device: torch.device):
@@ -471,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
         return 0
     cfg = audio_config(args.overrides + ([f"device={args.device}"] if args.device else []))
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if device.type == "cuda":

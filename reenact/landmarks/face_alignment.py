@@ -137,10 +137,10 @@ class FaceAlignmentDetector(LandmarkDetector):
                 f"Download them on a machine with internet access and copy them into {folder} "
                 f"(or pass weights_dir=... / set TORCH_HOME); this backend never downloads. {OFFLINE_HINT}")
         import face_alignment
-        import torch
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        from reenact.device import resolve_device
+
+        device = str(resolve_device(device))  # face_alignment takes a string
         self.device = device
         kwargs = dict(device=device, flip_input=flip_input, face_detector=face_detector)
         if "compile" in _parameters(face_alignment.FaceAlignment.__init__):

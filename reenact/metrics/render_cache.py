@@ -72,11 +72,10 @@ def method_tag(method: str, k: int, opts) -> str:
 def checkpoint_tag(checkpoint: str | Path) -> str:
     """A checkpoint's name in cache tags: from its content (meta.json: step, save time), not its path, so a cache
     rendered from a copy on another machine matches the original here. The weights hash that loading caches in
-    meta.json (``finetune.base.checkpoint_hash``) is left out: a first load must not rename the checkpoint."""
+    meta.json (``reenact.checkpoint.checkpoint_hash``) is left out: a first load must not rename the checkpoint."""
     import json
 
-    from reenact.checkpoint import resolve_checkpoint
-    from finetune.base import HASH_KEY
+    from reenact.checkpoint import HASH_KEY, resolve_checkpoint
 
     meta = json.loads((resolve_checkpoint(str(checkpoint)) / "meta.json").read_text())
     meta.pop(HASH_KEY, None)

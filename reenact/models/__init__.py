@@ -1,34 +1,13 @@
-"""Networks of Zakharov et al. 2019: embedder E, generator G, projection discriminator D (pure nn.Modules)."""
+"""Networks of Zakharov et al. 2019: embedder E, generator G, projection discriminator D (pure nn.Modules), and
+:func:`load`, which builds them from a meta-learned checkpoint (:class:`BaseModel`)."""
 from __future__ import annotations
 
-from torch import nn
-
+from reenact.models.base_model import BaseModel, load
+from reenact.models.build import build_discriminator, build_embedder, build_generator, count_params
 from reenact.models.discriminator import Discriminator
 from reenact.models.embedder import Embedder
 from reenact.models.generator import Generator
 from reenact.models.warp_generator import WarpGenerator
 
-__all__ = ["Embedder", "Generator", "WarpGenerator", "Discriminator", "build_embedder", "build_generator",
-           "build_discriminator", "count_params"]
-
-
-def build_embedder(cfg) -> Embedder:
-    """``cfg``: a ModelConfig."""
-    return Embedder(cfg)
-
-
-def build_generator(cfg) -> nn.Module:
-    """The generator variant named by ``cfg.generator``: "base" (the paper's) or "warp" (warp-guided)."""
-    if cfg.generator == "base":
-        return Generator(cfg)
-    if cfg.generator == "warp":
-        return WarpGenerator(cfg)
-    raise ValueError(f"model.generator={cfg.generator!r} is not available (known: 'base', 'warp')")
-
-
-def build_discriminator(cfg, num_videos: int) -> Discriminator:
-    return Discriminator(cfg, num_videos)
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+__all__ = ["BaseModel", "load", "Embedder", "Generator", "WarpGenerator", "Discriminator", "build_embedder",
+           "build_generator", "build_discriminator", "count_params"]
