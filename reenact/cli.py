@@ -143,7 +143,8 @@ def _cmd_render(a):
 def _cmd_eval(a):
     from reenact.metrics.evaluate import EvalOptions, results_markdown, run_eval
 
-    opts = EvalOptions(protocol=a.protocol, methods=tuple(m.strip() for m in a.method.split(",") if m.strip()),
+    methods = tuple(m.strip() for m in (a.method or "").split(",") if m.strip())  # none: the protocol's default
+    opts = EvalOptions(protocol=a.protocol, methods=methods,
                        shots=tuple(int(k) for k in a.shots.split(",") if k.strip()), ft_steps=a.ft_steps,
                        ft_train=a.ft_train, ft_lr_psi=a.ft_lr_psi, ft_warp_trust=a.ft_warp_trust,
                        checkpoint=a.checkpoint, clips=a.clips,
@@ -424,9 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Speech: drive each held-out clip's first frame with the clip's own audio "
                                    "(mouth distance to the real track, AV sync, blinks; rendered too with "
                                    "--checkpoint). Writes results.json, results.md and grid images to --out.")
-    s.add_argument("--protocol", choices=["self", "cross", "speech"], default="self")
+    s.add_argument("--protocol", choices=["self", "cross", "speech", "user"], default="self",
+                   help="user: the user's path, full-resolution photos from the original videos, outputs pasted "
+                        "back and scored on full frames")
     s.add_argument("--data", required=True, help="prepared dataset folder (from `reenact prepare`)")
-    s.add_argument("--method", default="static,warp", help="comma list of static, warp, model (default static,warp)")
+    s.add_argument("--method", help="comma list of static, warp, model (default static,warp); user protocol: "
+                                    "static, warp-crop, model (the bundled default without --checkpoint), ...")
     s.add_argument("--checkpoint", help="meta-learned checkpoint for --method model (speech: renders the portrait)")
     s.add_argument("--shots", default="1,8", help="comma list of K source frames (default 1,8)")
     s.add_argument("--ft-steps", type=int, default=0, help="fine-tuning steps for the model (0: feed-forward)")

@@ -1,5 +1,6 @@
 """The evaluation protocols behind ``reenact eval``: self- and cross-reenactment on a prepared dataset (the speech
-protocol lives in :mod:`reenact.metrics.speech`).
+protocol lives in :mod:`reenact.metrics.speech`, the user path, pasted-back full frames, in
+:mod:`reenact.metrics.userpath`).
 
 Self-reenactment (Zakharov et al. 2019, section 4): on held-out clips, a method sees K source frames taken from
 the start of a clip (spread over its first third) and renders the later frames (``frames_per_clip`` targets,
@@ -48,8 +49,8 @@ import numpy as np
 from reenact.errors import InputError
 from reenact.landmarks.parts import MOUTH
 
-Protocol_ = Literal["self", "cross", "speech"]
-METHODS = ("static", "warp", "model")
+Protocol_ = Literal["self", "cross", "speech", "user"]
+METHODS = ("static", "warp", "model")  # of the crop protocols; the user protocol's: ``userpath.METHODS``
 # Rigid points for alignment: the nose (bridge and base) and the four eye corners barely move with expression.
 RIGID = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
 # PSNR of identical images is infinite; averages cap it here so one perfect frame does not swamp a mean.
@@ -71,19 +72,21 @@ _TITLES = {"ssim": ("SSIM", "{:.3f}"), "psnr": ("PSNR", "{:.2f}"), "mouth_ssim":
 class EvalOptions:
     """Settings of one evaluation run (see the module docstring).
 
-    methods: any of ``static``, ``warp``, ``model``. shots: the K values. ft_steps: fine-tuning steps of the
-    ``model`` method (0: feed-forward). clips: evaluate at most this many clips (a seeded random subset; None:
-    all of the split). frames_per_clip: targets per clip. split: ``val`` (identities held out by
-    ``PreparedDataset.split(None, val_fraction)``), ``train`` or ``all``. warp_kind: ``pa`` or ``tps``.
-    fid_weights: local Inception-v3 weights file for FID (None: FID unavailable). grid_rows: rows of the grid
-    image. batch_size: images per rendering batch. sync_checkpoint: the lip-sync expert for AV sync ("default": the
-    shipped one; None: AV sync off). sync_seconds: length of the rendered segment whose AV sync is measured per
-    method (self protocol; 0: off). speech_model: audio-to-landmark checkpoint of the speech protocol (None: the
-    shipped one); there ``methods`` are not used and ``checkpoint``, when given, renders the driven portrait.
+    methods: any of ``static``, ``warp``, ``model`` (user protocol: the names in ``userpath.METHODS``, e.g.
+    ``static``, ``warp-crop``, ``model``, where ``model`` without a checkpoint is the bundled default); empty:
+    the protocol's references (``static`` and ``warp``, or ``warp-crop``). shots: the K values. ft_steps:
+    fine-tuning steps of the ``model`` method (0: feed-forward). clips: evaluate at most this many clips (a seeded random
+    subset; None: all of the split). frames_per_clip: targets per clip. split: ``val`` (identities held out by
+    ``PreparedDataset.split(None, val_fraction)``), ``train`` or ``all``. warp_kind: ``pa`` or ``tps``. fid_weights:
+    local Inception-v3 weights file for FID (None: FID unavailable). grid_rows: rows of the grid image. batch_size:
+    images per rendering batch. sync_checkpoint: the lip-sync expert for AV sync ("default": the shipped one; None:
+    AV sync off). sync_seconds: length of the rendered segment whose AV sync is measured per method (self protocol;
+    0: off). speech_model: audio-to-landmark checkpoint of the speech protocol (None: the shipped one); there
+    ``methods`` are not used and ``checkpoint``, when given, renders the driven portrait.
     """
 
     protocol: Protocol_ = "self"
-    methods: tuple[str, ...] = ("static", "warp")
+    methods: tuple[str, ...] = ()
     shots: tuple[int, ...] = (1, 8)
     ft_steps: int = 0
     checkpoint: str | None = None
@@ -107,18 +110,28 @@ class EvalOptions:
     ft_warp_trust: float = 0.0  # fine-tuning penalty on the warp-guided G's painted share (0: off)
 
     def __post_init__(self):
-        self.methods = tuple(self.methods)
+        if self.protocol not in ("self", "cross", "speech", "user"):
+            raise InputError("eval options",
+                             f"protocol must be 'self', 'cross', 'speech' or 'user', got {self.protocol!r}")
+        self.methods = tuple(self.methods) or (("static", "warp-crop") if self.protocol == "user"
+                                               else ("static", "warp"))
         self.shots = tuple(int(k) for k in self.shots)
-        if self.protocol not in ("self", "cross", "speech"):
-            raise InputError("eval options", f"protocol must be 'self', 'cross' or 'speech', got {self.protocol!r}")
         if self.protocol == "speech" and not self.sync_checkpoint:
             raise InputError("eval options", "the speech protocol needs a lip-sync expert (sync_checkpoint)")
         if self.sync_seconds < 0:
             raise InputError("eval options", f"sync_seconds must be >= 0, got {self.sync_seconds}")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise InputError("eval options", f"unknown method(s) {bad or '(none)'}; choose from {', '.join(METHODS)}")
-        if "model" in self.methods and not self.checkpoint and self.protocol != "speech":
+        if self.protocol == "user":
+            from reenact.metrics.userpath import method_names  # lazy: userpath imports this module
+
+            known = method_names()
+            if self.render_cache:
+                raise InputError("eval options", "the user protocol renders full frames; it has no render cache")
+        else:
+            known = METHODS
+        bad = [m for m in self.methods if m not in known]
+        if bad:
+            raise InputError("eval options", f"unknown method(s) {bad}; choose from {', '.join(known)}")
+        if "model" in self.methods and not self.checkpoint and self.protocol not in ("speech", "user"):
             raise InputError("eval options", "the 'model' method needs a checkpoint (--checkpoint)")
         if not self.shots or min(self.shots) < 1:
             raise InputError("eval options", f"shots must be positive integers, got {self.shots}")
@@ -389,6 +402,10 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
         from reenact.metrics.speech import run_speech_eval
 
         return run_speech_eval(data, out, opts)
+    if opts.protocol == "user":
+        from reenact.metrics.userpath import run_user_eval
+
+        return run_user_eval(data, out, opts)
     from tqdm.auto import tqdm
 
     from reenact.data.dataset import PreparedDataset
@@ -646,6 +663,10 @@ def results_markdown(res: dict) -> str:
         from reenact.metrics.speech import speech_markdown
 
         return speech_markdown(res)
+    if res["protocol"] == "user":
+        from reenact.metrics.userpath import user_markdown
+
+        return user_markdown(res)
     names = res["metrics"]
     head = ["method", "K"] + [_TITLES[n][0] for n in names] + ["no face"]
     lines = [f"# reenact eval: {res['protocol']}-reenactment", "",
