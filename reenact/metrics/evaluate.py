@@ -75,8 +75,8 @@ class EvalOptions:
     methods: any of ``static``, ``warp``, ``model`` (user protocol: the names in ``userpath.METHODS``, e.g.
     ``static``, ``warp-crop``, ``model``, where ``model`` without a checkpoint is the bundled default); empty:
     the protocol's references (``static`` and ``warp``, or ``warp-crop``). shots: the K values. ft_steps:
-    fine-tuning steps of the ``model`` method (0: feed-forward). clips: evaluate at most this many clips (a seeded random
-    subset; None: all of the split). frames_per_clip: targets per clip. split: ``val`` (identities held out by
+    fine-tuning steps of the ``model`` method (0: feed-forward). clips: evaluate at most this many clips (a seeded
+    random subset; None: all of the split). frames_per_clip: targets per clip. split: ``val`` (identities held out by
     ``PreparedDataset.split(None, val_fraction)``), ``train`` or ``all``. warp_kind: ``pa`` or ``tps``. fid_weights:
     local Inception-v3 weights file for FID (None: FID unavailable). grid_rows: rows of the grid image. batch_size:
     images per rendering batch. sync_checkpoint: the lip-sync expert for AV sync ("default": the shipped one; None:
