@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import numpy as np
@@ -44,24 +43,31 @@ class Shot:
     landmarks_from: str
 
 
-def _as_list(x, single_ndim: int) -> list:
+def _as_list(x, single_ndim: tuple[int, ...], what: str) -> list:
     """One item (a path, or an array of ``single_ndim`` dims) -> [item]; a sequence or stacked array -> list."""
-    if isinstance(x, (str, os.PathLike)) or (isinstance(x, np.ndarray) and x.ndim == single_ndim):
+    if x is None:
+        raise InputError(f"<{what}>", f"no {what} given (None)")
+    if isinstance(x, (str, os.PathLike)) or (isinstance(x, np.ndarray) and x.ndim in single_ndim):
         return [x]
-    return list(x)
+    try:
+        return list(x)
+    except TypeError:
+        raise InputError(f"<{what}>", f"expected a path, an array or a list of them, got {type(x).__name__}") from None
 
 
 def read_source_image(image: ImageLike, index: int) -> tuple[np.ndarray, str]:
-    """An RGB uint8 image and its display name from a path or an array."""
+    """An RGB uint8 image and its display name from a path or an array (gray, RGB or RGBA, converted as the same
+    picture in a file would be: ``reenact.io.as_rgb``)."""
     if isinstance(image, (str, os.PathLike)):
         from reenact import io
 
         return io.read_image(image), str(image)
+    from reenact import io
+
+    if image is None:
+        raise InputError(f"<image {index}>", "no image given (None)")
     name = f"<image {index}>"
-    a = np.asarray(image)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-        raise InputError(name, f"expected an RGB uint8 (H, W, 3) array, got {a.dtype} {a.shape}")
-    return np.ascontiguousarray(a), name
+    return io.as_rgb(image, name), name
 
 
 def read_landmarks(lmk: str | os.PathLike | np.ndarray, image_name: str, size: tuple[int, int]) -> tuple[np.ndarray, str]:
@@ -70,14 +76,10 @@ def read_landmarks(lmk: str | os.PathLike | np.ndarray, image_name: str, size: t
     Raises InputError naming the file when it cannot be read, has the wrong shape, or is not finite.
     """
     if isinstance(lmk, (str, os.PathLike)):
+        from reenact import io
+
         src = origin = str(lmk)
-        path = Path(lmk)
-        if not path.is_file():
-            raise InputError(src, "landmarks file not found")
-        try:
-            pts = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InputError(src, f"not a readable .npy landmarks file ({exc})") from None
+        pts = io.load_array(lmk, "landmarks")
         if isinstance(pts, np.lib.npyio.NpzFile):
             pts.close()
             raise InputError(src, "expected a .npy file of shape (68, 2), got an .npz archive")
@@ -106,7 +108,7 @@ def load_shots(images: ImageLike | Sequence[ImageLike], resolution: int,
                detector: Callable[[], object] | object | None = None, cropped: bool = False) -> list[Shot]:
     """Read, locate and crop the source images.
 
-    images: one or more paths or RGB uint8 ``(H, W, 3)`` arrays. landmarks: ``None`` (detect every face) or
+    images: one or more paths or uint8 arrays (RGB ``(H, W, 3)``, gray ``(H, W)``, RGBA ``(H, W, 4)``). landmarks: ``None`` (detect every face) or
     one entry per image, each ``None`` (detect) or a ``(68, 2)`` array / ``.npy`` path. multiple: ``"error"``
     (several faces raise MultipleFacesError) or ``"largest"``. detector: a LandmarkDetector, or a
     zero-argument factory called only if some image needs detection. cropped: the images are already crops of
@@ -116,10 +118,10 @@ def load_shots(images: ImageLike | Sequence[ImageLike], resolution: int,
     """
     if multiple not in ("error", "largest"):
         raise ValueError(f"multiple must be 'error' or 'largest', got {multiple!r}")
-    imgs = _as_list(images, 3)
+    imgs = _as_list(images, (2, 3), "images")  # (H, W) gray or (H, W, C): one image
     if not imgs:
         raise InputError("<images>", "no source images given")
-    lmks = _as_list(landmarks, 2) if landmarks is not None else [None] * len(imgs)
+    lmks = _as_list(landmarks, (2,), "landmarks") if landmarks is not None else [None] * len(imgs)
     if len(lmks) != len(imgs):
         raise InputError("<landmarks>", f"{len(lmks)} landmark entries for {len(imgs)} images",
                          "give one per image, None (or '-' on the command line) to detect that one")

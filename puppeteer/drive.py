@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Literal
 
 import numpy as np
 
+from puppeteer.render_loop import render_video
 from puppeteer.retarget import Retargeter, RetargetOptions, choose_reference
 from reenact.errors import InputError, NoFaceError
 
@@ -118,6 +119,17 @@ class Compositor:
             mask = np.maximum(face_mask(points, self.resolution), self.source_mask)
             out[y0:y1, x0:x1] = paste_back(self.image[y0:y1, x0:x1], crop, self.roi_matrix, mask)
         return out
+
+
+def check_drive_options(*, keyframe_interval: int = 10, crf: int = 18, max_frames: int | None = None,
+                        batch_size: int | None = None) -> None:
+    """Refuse bad driving options before any work (InputError naming the option)."""
+    from reenact import validate
+
+    validate.at_least(keyframe_interval, 1, "keyframe_interval")
+    validate.crf(crf)
+    validate.optional_at_least(max_frames, 1, "max_frames")
+    validate.optional_at_least(batch_size, 1, "batch_size")
 
 
 def source_image(avatar: "Avatar", shot: int = 0) -> Path:
@@ -243,11 +255,10 @@ def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | o
     ``result.missing`` and reported with a warning. Raises NoFaceError naming the driver when it has no face
     at all, MediaError for unreadable media; nothing is written then.
     """
-    from tqdm.auto import tqdm
-
     from reenact import io
 
-    driver, output = Path(driver), Path(output)
+    check_drive_options(keyframe_interval=keyframe_interval, crf=crf, max_frames=max_frames, batch_size=batch_size)
+    driver, output = Path(driver), io.check_writable(output)
     timings: dict[str, float] = {}
     info = io.probe(driver)
     comp = Compositor(avatar, into, shot) if into is not None else None
@@ -284,25 +295,9 @@ def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | o
         samples = io.read_audio(driver, sample_rate=rate)[:int(round(n * rate / info.fps))]
     timings["audio"] = time.perf_counter() - t
 
-    timings.update(render=0.0, paste_back=0.0, encode=0.0)
-    chunk = batch_size or (64 if avatar.base.device.type == "cuda" else 16)
-    with io.VideoWriter(output, info.fps, crf=crf, audio=samples, audio_rate=rate or 16000) as writer, \
-            tqdm(total=n, desc="rendering", unit="frame", disable=not progress, leave=False) as bar:
-        for i in range(0, n, chunk):
-            part = points[i:i + chunk]
-            t = time.perf_counter()
-            crops = avatar.render_batch(part, batch_size=chunk)
-            timings["render"] += time.perf_counter() - t
-            for crop, p in zip(crops, part):
-                t = time.perf_counter()
-                frame = comp(crop, p) if comp is not None else crop
-                t2 = time.perf_counter()
-                writer.write(frame)
-                timings["paste_back"] += t2 - t
-                timings["encode"] += time.perf_counter() - t2
-            bar.update(len(part))
-        t = time.perf_counter()
-    timings["encode"] += time.perf_counter() - t  # flushing the encoders and moving the file into place
+    render_video(avatar, points, output, info.fps, paste=None if comp is None else lambda i, crop, p: comp(crop, p),
+                 audio=samples, audio_rate=rate or 16000, crf=crf, batch_size=batch_size, progress=progress,
+                 timings=timings)
     size = comp.size if comp is not None else (avatar.resolution, avatar.resolution)
     return DriveResult(output=output, frames=n, fps=float(info.fps), size=size, reference=int(ref),
                        missing=missing, audio_seconds=None if samples is None else len(samples) / rate,
@@ -460,6 +455,7 @@ def record_live(avatar: "Avatar", frames: Iterable[np.ndarray], output: str | os
 
     from reenact import io
 
+    io.check_writable(output)
     live = drive(avatar, frames, fps=fps, **options)
     with io.VideoWriter(output, fps, crf=crf) as writer, \
             tqdm(desc="live", unit="frame", disable=not progress, leave=False) as bar:

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from reenact import validate
+
 
 def _cmd_prepare(a):
     from reenact.data.prepare import PrepareOptions, prepare_dataset
@@ -85,21 +87,20 @@ def _read_track_points(path: Path):
     """(T, 68, 2) float32 landmarks from a .npy ((T, 68, 2) or (68, 2)) or a FaceTrack .npz."""
     import numpy as np
 
+    from reenact import io
     from reenact.errors import InputError
 
-    if not path.is_file():
-        raise InputError(path, "landmarks file not found")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:
-                if "points" not in data:
-                    raise InputError(path, f"no 'points' array in the .npz (has: {', '.join(data.files)})")
+    data = io.load_array(path, "landmarks")
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            if "points" not in data:
+                raise InputError(path, f"no 'points' array in the .npz (has: {', '.join(data.files)})")
+            try:
                 pts = data["points"]
-        else:
-            pts = data
-    except (ValueError, OSError, EOFError) as e:
-        raise InputError(path, f"not a readable .npy/.npz landmarks file ({e})") from None
+            except (ValueError, OSError, EOFError):  # a pickled object array or a damaged member
+                raise InputError(path, "the 'points' member is not a plain numeric array") from None
+    else:
+        pts = data
     if pts.shape == (68, 2):
         pts = pts[None]
     if pts.ndim != 3 or pts.shape[1:] != (68, 2) or len(pts) == 0:
@@ -111,15 +112,16 @@ def _read_track_points(path: Path):
 
 
 def _cmd_render(a):
-    from tqdm.auto import tqdm
-
+    from puppeteer.drive import Compositor
+    from puppeteer.render_loop import render_video
     from reenact import io
     from reenact.api import open_avatar
+    from reenact.crop import transform_points
     from reenact.errors import InputError
 
     pts = _read_track_points(Path(a.landmarks))
     avatar = open_avatar(a.avatar, a.checkpoint, device=a.device)
-    into = None
+    paste = None
     if a.full:
         if not 0 <= a.shot < avatar.shots:
             raise InputError(a.avatar, f"--shot {a.shot}: the avatar has {avatar.shots} source image(s)")
@@ -127,16 +129,12 @@ def _cmd_render(a):
         if not src.is_file():
             raise InputError(a.avatar, f"--full needs the source image, and {src} is not a file",
                              "pass it with --source IMAGE")
-        into = io.read_image(src)
-    chunk = 32
-    with io.VideoWriter(a.output, a.fps, crf=a.crf) as w, \
-            tqdm(total=len(pts), desc="rendering", unit="frame", disable=a.no_progress) as bar:
-        for i in range(0, len(pts), chunk):
-            part = pts[i:i + chunk]
-            frames = avatar.render_full_batch(part, into, a.shot) if a.full else avatar.render_batch(part)
-            for f in frames:
-                w.write(f)
-            bar.update(len(part))
+        comp = Compositor(avatar, io.read_image(src), a.shot)
+        pts = transform_points(pts, comp.matrix)  # image pixels -> the source's crop pixels
+
+        def paste(i, crop, p):
+            return comp(crop, p)
+    render_video(avatar, pts, a.output, a.fps, paste=paste, crf=a.crf, batch_size=32, progress=not a.no_progress)
     print(f"{len(pts)} frames -> {a.output}")
 
 
@@ -230,7 +228,7 @@ def _cmd_puppeteer(a):
 def _add_drive_args(s) -> None:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--driver", metavar="VIDEO", help="video of the person whose motion drives the avatar")
-    src.add_argument("--camera", type=int, metavar="N", help="drive live from OpenCV capture device N")
+    src.add_argument("--camera", type=NON_NEGATIVE, metavar="N", help="drive live from OpenCV capture device N")
     s.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
     s.add_argument("--crop", action="store_true", help="write the rendered face crop only (no paste-back)")
     s.add_argument("--mode", choices=["relative", "absolute"], default="relative",
@@ -239,15 +237,15 @@ def _add_drive_args(s) -> None:
     s.add_argument("--parts", default="all", help="what follows the driver in relative mode: comma list of pose, "
                                                   "expression, mouth, eyes (default all; gaze is not available "
                                                   "from 68 landmarks)")
-    s.add_argument("--reference", type=int, default=None,
+    s.add_argument("--reference", type=NON_NEGATIVE, default=None,
                    help="driver frame taken as neutral (default: mouth most closed, eyes most open in the first "
                         "second)")
     s.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the driver's landmarks")
     s.add_argument("--no-audio", action="store_true", help="do not copy the driver's audio")
-    s.add_argument("--keyframe-interval", type=int, default=10, help="detect faces every n frames (default 10)")
-    s.add_argument("--max-frames", type=int, default=None, help="only the first n driver frames")
-    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
+    s.add_argument("--keyframe-interval", type=AT_LEAST_1, default=10, help="detect faces every n frames (default 10)")
+    s.add_argument("--max-frames", type=AT_LEAST_1, default=None, help="only the first n driver frames")
+    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_watermark_arg(s)
 
@@ -290,14 +288,14 @@ def _add_speech_args(s) -> None:
     src.add_argument("--text", help="text to say, synthesised offline by eSpeak NG (pip install 'reenact[tts]')")
     s.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
     s.add_argument("--voice", default="en", help="eSpeak NG voice for --text (default en)")
-    s.add_argument("--rate", type=int, default=150, help="speaking rate for --text, words per minute (default 150)")
+    s.add_argument("--rate", type=RATE, default=150, help="speaking rate for --text, words per minute (default 150)")
     s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--steps", type=int, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--steps", type=NON_NEGATIVE, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
     s.add_argument("--speech-model", metavar="DIR", help="audio-to-landmark checkpoint (default: the shipped one)")
-    s.add_argument("--mouth-gain", type=float, default=1.0, help="scale of the mouth motion (default 1)")
+    s.add_argument("--mouth-gain", type=NON_NEGATIVE_FLOAT, default=1.0, help="scale of the mouth motion (default 1)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
+    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_watermark_arg(s)
 
@@ -339,10 +337,50 @@ def _provenance_scope(a):
                             watermark_off_reason="--no-watermark" if a.no_watermark else None))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (command, option, problem) with exit status 2, instead of the usage text first."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _checked(convert, check, *limits):
+    """An argparse type: ``convert`` the text, then ``check(value, *limits, name)`` (``reenact.validate``), so
+    the command line refuses a bad value by the same rule as the Python API, before any work starts."""
+    def parse(text: str):
+        from reenact.errors import InputError
+
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            check(value, *limits, name="value")
+        except InputError as e:
+            raise argparse.ArgumentTypeError(e.problem) from None
+        return value
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+AT_LEAST_1 = _checked(int, validate.at_least, 1)
+NON_NEGATIVE = _checked(int, validate.at_least, 0)
+NON_NEGATIVE_FLOAT = _checked(float, validate.at_least, 0)
+POSITIVE_FLOAT = _checked(float, validate.positive)
+CRF = _checked(int, validate.crf)
+FPS = _checked(float, validate.fps)
+RATE = _checked(int, validate.between, *validate.SPEECH_RATE)
+MOTION = _checked(float, validate.between, 0, 1)
+PORT = _checked(int, validate.between, 0, 65535)
+DEVICE = _checked(str, validate.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from reenact import __version__
 
-    p = argparse.ArgumentParser(prog="reenact", description="Few-shot, landmark-driven face reenactment.")
+    p = _Parser(prog="reenact", description="Few-shot, landmark-driven face reenactment.")
     p.add_argument("--version", action="version", version=f"reenact {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -351,17 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Resumable: a rerun skips finished clips.")
     s.add_argument("src")
     s.add_argument("out")
-    s.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
-    s.add_argument("--frame-step", type=int, default=2, help="store every n-th crop (default 2)")
-    s.add_argument("--crf", type=int, default=20, help="H.264 quality of stored crops (default 20)")
-    s.add_argument("--crop-scale", type=float, default=1.8, help="crop side / landmark extent (default 1.8)")
-    s.add_argument("--keyframe-interval", type=int, default=10, help="detect faces every n frames (default 10)")
-    s.add_argument("--min-frames", type=int, default=16, help="skip clips with fewer face frames (default 16)")
-    s.add_argument("--max-seconds", type=float, default=0.0, help="only the first seconds of each clip")
+    s.add_argument("--size", type=AT_LEAST_1, default=256, help="crop side in pixels (default 256)")
+    s.add_argument("--frame-step", type=AT_LEAST_1, default=2, help="store every n-th crop (default 2)")
+    s.add_argument("--crf", type=CRF, default=20, help="H.264 quality of stored crops (default 20)")
+    s.add_argument("--crop-scale", type=POSITIVE_FLOAT, default=1.8, help="crop side / landmark extent (default 1.8)")
+    s.add_argument("--keyframe-interval", type=AT_LEAST_1, default=10, help="detect faces every n frames (default 10)")
+    s.add_argument("--min-frames", type=AT_LEAST_1, default=16, help="skip clips with fewer face frames (default 16)")
+    s.add_argument("--max-seconds", type=NON_NEGATIVE_FLOAT, default=0.0, help="only the first seconds of each clip")
     s.add_argument("--no-audio", action="store_true", help="do not keep the audio track")
     s.add_argument("--backend", default="dlib", help="landmark backend (default dlib)")
-    s.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
-    s.add_argument("--limit", type=int, default=None, help="only the first n clips")
+    s.add_argument("--workers", type=AT_LEAST_1, default=None, help="parallel workers (default: all cores)")
+    s.add_argument("--limit", type=AT_LEAST_1, default=None, help="only the first n clips")
     s.add_argument("--retry-skipped", action="store_true", help="try clips skipped by an earlier run again")
     s.set_defaults(func=_cmd_prepare)
 
@@ -387,15 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="avatar file to write (.safetensors)")
     s.add_argument("--checkpoint", help="meta-learned checkpoint (run folder, checkpoints folder or step folder; "
                                         "default: the bundled model)")
-    s.add_argument("--steps", type=int, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--steps", type=NON_NEGATIVE, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
     s.add_argument("--landmarks", nargs="+", metavar="F.npy",
                    help="a (68, 2) landmarks .npy per image, '-' to detect that one (for faces the detector misses)")
     s.add_argument("--largest", action="store_true", help="with several faces in an image, take the largest")
-    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=4, help="augmented shots per step (default 4)")
-    s.add_argument("--lr-g", type=float, default=None, help="generator learning rate (default: the model's)")
-    s.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (default: the model's)")
+    s.add_argument("--batch-size", type=AT_LEAST_1, default=4, help="augmented shots per step (default 4)")
+    s.add_argument("--lr-g", type=POSITIVE_FLOAT, default=None, help="generator learning rate (default: the model's)")
+    s.add_argument("--lr-d", type=POSITIVE_FLOAT, default=None, help="discriminator learning rate (default: the model's)")
     s.add_argument("--encoding", default="delta-int8", choices=["delta-int8", "delta-fp16", "fp16"],
                    help="storage of the fine-tuned generator (default delta-int8, the smallest)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -408,13 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("avatar", help="avatar file from `reenact finetune`")
     s.add_argument("landmarks", help="(T, 68, 2) landmarks .npy / track .npz")
     s.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
-    s.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
+    s.add_argument("--fps", type=FPS, default=25.0, help="frame rate (default 25)")
     s.add_argument("--full", action="store_true", help="full-image coordinates; paste back into the source image")
     s.add_argument("--source", help="with --full: the source image (default: the path recorded in the avatar)")
-    s.add_argument("--shot", type=int, default=0, help="with --full: which source image (default 0)")
+    s.add_argument("--shot", type=NON_NEGATIVE, default=0, help="with --full: which source image (default 0)")
     s.add_argument("--checkpoint", help="base model (default: the one recorded in the avatar, else the bundled one)")
-    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--crf", type=int, default=18, help="H.264 quality (default 18)")
+    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_watermark_arg(s)
     s.set_defaults(func=_cmd_render)
@@ -433,27 +471,27 @@ def build_parser() -> argparse.ArgumentParser:
                                     "static, warp-crop, model (the bundled default without --checkpoint), ...")
     s.add_argument("--checkpoint", help="meta-learned checkpoint for --method model (speech: renders the portrait)")
     s.add_argument("--shots", default="1,8", help="comma list of K source frames (default 1,8)")
-    s.add_argument("--ft-steps", type=int, default=0, help="fine-tuning steps for the model (0: feed-forward)")
+    s.add_argument("--ft-steps", type=NON_NEGATIVE, default=0, help="fine-tuning steps for the model (0: feed-forward)")
     s.add_argument("--ft-train", choices=["all", "psi"], default="all",
                    help="what fine-tuning trains: all (G and psi', the paper) or psi (psi' alone)")
-    s.add_argument("--ft-lr-psi", type=float, default=None, help="psi's fine-tuning learning rate (default: lr_g)")
-    s.add_argument("--ft-warp-trust", type=float, default=0.0,
+    s.add_argument("--ft-lr-psi", type=POSITIVE_FLOAT, default=None, help="psi's fine-tuning learning rate (default: lr_g)")
+    s.add_argument("--ft-warp-trust", type=NON_NEGATIVE_FLOAT, default=0.0,
                    help="fine-tuning penalty on the warp-guided G's painted share (0: off)")
-    s.add_argument("--clips", type=int, default=None, help="at most this many clips (seeded random subset)")
-    s.add_argument("--frames-per-clip", type=int, default=8, help="target frames per clip (default 8)")
+    s.add_argument("--clips", type=AT_LEAST_1, default=None, help="at most this many clips (seeded random subset)")
+    s.add_argument("--frames-per-clip", type=AT_LEAST_1, default=8, help="target frames per clip (default 8)")
     s.add_argument("--split", choices=["val", "train", "all"], default="val",
                    help="clips of the held-out identities (val, default), the others, or all")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu", help="cpu or cuda[:N] for the warp and the model")
+    s.add_argument("--device", type=DEVICE, default="cpu", help="cpu or cuda[:N] for the warp and the model")
     s.add_argument("--warp-kind", choices=["pa", "tps"], default="pa",
                    help="warp method's interpolation: piecewise-affine (default) or thin-plate spline")
     s.add_argument("--fid-weights", help="local Inception-v3 weights for FID (otherwise FID is unavailable)")
     s.add_argument("--render-cache", help="folder of outputs rendered elsewhere by `python -m "
                                           "reenact.metrics.render_cache` (read; missing entries are rendered)")
-    s.add_argument("--grid-rows", type=int, default=8, help="target frames shown in the grid images")
+    s.add_argument("--grid-rows", type=AT_LEAST_1, default=8, help="target frames shown in the grid images")
     s.add_argument("--sync-expert", default="default",
                    help="lip-sync expert checkpoint for AV sync (default: the shipped one; none: off, self only)")
-    s.add_argument("--sync-seconds", type=float, default=3.0,
+    s.add_argument("--sync-seconds", type=NON_NEGATIVE_FLOAT, default=3.0,
                    help="self: AV sync of a rendered segment this long per method (0: only the real tracks)")
     s.add_argument("--speech-model", help="speech: audio-to-landmark checkpoint (default: the shipped one)")
     s.add_argument("--out", required=True, help="output folder")
@@ -467,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("portrait", help="photo (or painting) of the person to animate")
     _add_drive_args(s)
     s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--steps", type=int, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--steps", type=NON_NEGATIVE, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
     s.add_argument("--landmarks", metavar="F.npy", help="the portrait's (68, 2) landmarks, if detection fails")
     s.add_argument("--largest", action="store_true", help="with several faces in the portrait, take the largest")
     s.add_argument("--seed", type=int, default=0)
@@ -482,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_drive_args(s)
     s.add_argument("--checkpoint", help="base model (default: the one recorded in the avatar, else the bundled one)")
     s.add_argument("--source", help="the avatar's source image to paste into (default: the path it recorded)")
-    s.add_argument("--shot", type=int, default=0, help="which source image of the avatar (default 0)")
+    s.add_argument("--shot", type=NON_NEGATIVE, default=0, help="which source image of the avatar (default 0)")
     s.set_defaults(func=_cmd_puppeteer)
 
     s = sub.add_parser("speak", help="make a portrait say an audio file or a text",
@@ -491,8 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "render, paste back into the portrait and write the video with the speech.")
     s.add_argument("portrait", help="photo (or painting) of the person")
     _add_speech_args(s)
-    s.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
-    s.add_argument("--motion", type=float, default=1.0, help="natural motion strength, 0 (none) to 1 (default)")
+    s.add_argument("--fps", type=FPS, default=25.0, help="frame rate (default 25)")
+    s.add_argument("--motion", type=MOTION, default=1.0, help="natural motion strength, 0 (none) to 1 (default)")
     s.add_argument("--crop", action="store_true", help="write the rendered face crop only (no paste-back)")
     s.add_argument("--landmarks", metavar="F.npy", help="the portrait's (68, 2) landmarks, if detection fails")
     s.set_defaults(func=_cmd_speak)
@@ -503,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "frame, pasted back. The video plays forward and backward to the speech's length.")
     s.add_argument("video", help="video of one talking face")
     _add_speech_args(s)
-    s.add_argument("--shots", type=int, default=1, help="video frames to personalise on (default 1)")
-    s.add_argument("--max-seconds", type=float, default=120.0, help="use at most this much of the video")
+    s.add_argument("--shots", type=AT_LEAST_1, default=1, help="video frames to personalise on (default 1)")
+    s.add_argument("--max-seconds", type=POSITIVE_FLOAT, default=120.0, help="use at most this much of the video")
     s.set_defaults(func=_cmd_lipsync)
 
     s = sub.add_parser("train-audio", help="train the speech models; same as python -m puppeteer.audio.train",
@@ -518,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "status 0 when any of them is found, 1 when none is.")
     s.add_argument("file", help="image or video to check")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.add_argument("--max-frames", type=int, default=64, help="video frames examined for the watermark (default 64)")
+    s.add_argument("--max-frames", type=AT_LEAST_1, default=64, help="video frames examined for the watermark (default 64)")
     s.set_defaults(func=_cmd_verify)
 
     s = sub.add_parser("app", help="the web app: animate, personalise, puppeteer in a browser page",
@@ -526,34 +564,75 @@ def build_parser() -> argparse.ArgumentParser:
                                    "otherwise). One job runs at a time (CPU, or the GPU when there is one); others "
                                    "wait in a queue.")
     s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--device", default="auto", help="auto (default: the GPU when present), cpu, cuda, cuda:N")
+    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default: the GPU when present), cpu, cuda, cuda:N")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--port", type=PORT, default=7860)
     s.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
-    s.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted (default 50 MB)")
-    s.add_argument("--max-seconds", type=float, default=30.0,
+    s.add_argument("--max-upload-mb", type=POSITIVE_FLOAT, default=50.0, help="largest upload accepted (default 50 MB)")
+    s.add_argument("--max-seconds", type=POSITIVE_FLOAT, default=30.0,
                    help="longest driver video or speech accepted, in seconds (default 30)")
-    s.add_argument("--max-text-chars", type=int, default=500, help="longest text for speech (default 500)")
+    s.add_argument("--max-text-chars", type=AT_LEAST_1, default=500, help="longest text for speech (default 500)")
     s.add_argument("--examples", metavar="DIR", help="folder of example portraits offered in the page")
-    s.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1)")
-    s.add_argument("--queue-size", type=int, default=16, help="jobs that may wait (default 16)")
+    s.add_argument("--concurrency", type=AT_LEAST_1, default=1, help="jobs run at once (default 1)")
+    s.add_argument("--queue-size", type=AT_LEAST_1, default=16, help="jobs that may wait (default 16)")
     s.set_defaults(func=_cmd_app)
     return p
 
 
+# Files a command writes, by option: checked (not a folder, a folder that can be written) before any work.
+_OUTPUT_OPTIONS = ("output", "save_avatar", "annotate")
+
+
+def _check_outputs(a) -> None:
+    from reenact import io
+
+    for name in _OUTPUT_OPTIONS:
+        if getattr(a, name, None):
+            io.check_writable(getattr(a, name))
+
+
+def _os_error_message(e: OSError) -> str:
+    """``path: problem`` for an OS error (permission, a folder where a file was expected, a full disk...)."""
+    where = getattr(e, "filename", None)
+    what = getattr(e, "strerror", None) or str(e)
+    return f"{where}: {what}" if where else what
+
+
+def _media_error(e: Exception) -> bool:
+    av = sys.modules.get("av")  # only loaded when a command touched media
+    return av is not None and isinstance(e, av.error.FFmpegError)
+
+
 def main(argv: list[str] | None = None) -> int:
     from reenact.errors import ReenactError
+    from reenact.interrupt import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 
-    args = build_parser().parse_args(argv)
     try:
-        with _provenance_scope(args):
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (2), --help and --version (0)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        # SIGTERM (timeout, docker stop, systemd) takes Ctrl-C's way out: the writers delete their temp files
+        with sigterm_as_interrupt(), _provenance_scope(args):
+            _check_outputs(args)
             args.func(args)
     except (ReenactError, FileNotFoundError) as e:
         print(f"reenact: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"reenact: error: {_os_error_message(e)}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("reenact: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("reenact: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not _media_error(e):
+            raise
+        print(f"reenact: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

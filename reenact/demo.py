@@ -56,14 +56,12 @@ def make_video(image: np.ndarray, points: np.ndarray, out: Path, *, checkpoint=N
                progress: bool = True) -> DemoResult:
     """Personalise the model to ``image`` (``points``: its face's 68 landmarks), render the speech part and the
     motion-script part, paste them back into ``image`` and write ``out/demo.mp4`` (+ ``out/demo_strip.png``)."""
-    from tqdm.auto import tqdm
-
     from puppeteer.audio import features as F
     from puppeteer.audio.motion import MotionOptions
     from puppeteer.audio.speak import SpeechModel, load_speech, speech_track
     from puppeteer.drive import Compositor
     from puppeteer.motion_script import motion_script
-    from reenact import io
+    from puppeteer.render_loop import render_video
     from reenact.api import Reenactor
     from reenact.crop import CropParams, box_from_points, crop_image, crop_matrix
 
@@ -103,24 +101,15 @@ def make_video(image: np.ndarray, points: np.ndarray, out: Path, *, checkpoint=N
     comp = Compositor(avatar, image, 0)
     keep = set(np.linspace(0, len(points_all) - 1, 10).round().astype(int).tolist())
     kept: dict[int, np.ndarray] = {}
-    chunk = 64 if avatar.base.device.type == "cuda" else 8
-    with io.VideoWriter(video, fps, audio=audio, audio_rate=sr) as writer:
-        bar = tqdm(total=len(points_all), desc="rendering", unit="frame", disable=not progress)
-        for i in range(0, len(points_all), chunk):
-            part = points_all[i:i + chunk]
-            t = time.perf_counter()
-            crops = avatar.render_batch(part, batch_size=chunk)
-            t = lap("render", t)
-            for j, (crop, p) in enumerate(zip(crops, part)):
-                frame = comp(crop, p)
-                writer.write(frame)
-                if i + j in keep:
-                    kept[i + j] = frame
-            lap("paste + encode", t)
-            bar.update(len(part))
-        bar.close()
-        t = time.perf_counter()
-    lap("paste + encode", t)
+
+    def paste(i, crop, p):
+        frame = comp(crop, p)
+        if i in keep:
+            kept[i] = frame
+        return frame
+
+    render_video(avatar, points_all, video, fps, paste=paste, audio=audio, audio_rate=sr,
+                 batch_size=64 if avatar.base.device.type == "cuda" else 8, progress=progress, timings=timings)
 
     # ten frames, each in a 192 px crop around the face (for a README gallery)
     m = crop_matrix(box_from_points(np.asarray(points, np.float32), CropParams(size=192)), 192)

@@ -34,7 +34,7 @@ PathLike = str | os.PathLike
 
 __all__ = [
     "VideoInfo", "probe", "read_frames", "read_video", "read_audio", "VideoWriter", "write_video",
-    "read_image", "write_image", "atomic_path",
+    "read_image", "write_image", "as_rgb", "load_array", "atomic_path", "check_writable", "remove_stale_temp_files",
 ]
 
 # A decode that stops below this fraction of the container's declared frame count (and misses at least
@@ -53,18 +53,89 @@ _IMAGE_MAGIC = (
 # --------------------------------------------------------------------------------------------- helpers
 
 
+# Temporary files of atomic writes are named ``.<stem>.<pid>-<12 hex>.tmp<suffix>`` (a C2PA signing step adds
+# ``.<that stem>.c2pa<suffix>``): the writer's process id lets a later write of the same file tell a stranded
+# temp file (its process died: kill -9, power loss) from one another process is still writing.
+_TEMP_RE = r"\.?\.{stem}\.(\d+)-[0-9a-f]{{12}}\.tmp(?:\.c2pa)?{suffix}"
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted writes of ``path`` left beside it (their process is gone);
+    returns them. Files of writers still running, and ``path`` itself, are left alone."""
+    import re  # noqa: PLC0415
+
+    path = Path(path)
+    pattern = re.compile(_TEMP_RE.format(stem=re.escape(path.stem), suffix=re.escape(path.suffix)))
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f"*.tmp*{path.suffix}"))
+    except OSError:
+        return removed
+    for p in candidates:
+        m = pattern.fullmatch(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _process_alive(int(m.group(1))):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def check_writable(path: PathLike) -> Path:
+    """Check, before any work, that a file can be written at ``path``: not a folder, and its folder (or the
+    nearest existing one above it, where the missing ones will be made) is a folder this process can write in.
+    Raises InputError naming the path and the problem; also removes stale temporary files of ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder; give the name of a file to write (in it, or elsewhere)")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(folder, "is not a folder, so nothing can be written under it")
+    remove_stale_temp_files(path)
+    # Write a probe rather than trust os.access: root passes access() on read-only folders, network
+    # file systems answer it wrongly, and a read-only mount only shows when writing.
+    probe = _temp_path(folder / path.name)
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise InputError(folder, f"cannot write in this folder ({e.strerror or e})") from None
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return path
+
+
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success, delete it on error.
 
     The temporary name keeps the suffix of ``path`` (writers that pick a format by extension still work)
     and is hidden (leading dot). Missing parent folders are created. Writing to the temporary path is the
-    caller's job; if the body raises, nothing is left behind and an existing ``path`` is untouched.
+    caller's job; if the body raises (also KeyboardInterrupt, and SIGTERM where the CLI turns it into one),
+    nothing is left behind and an existing ``path`` is untouched. Temporary files stranded by a killed
+    process are removed by the next write of the same ``path``. Raises InputError when ``path`` is a folder
+    or its folder cannot be written.
     """
-    path = Path(path)
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A random name rather than mkstemp: mkstemp creates the file 0600, which the rename would keep.
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    tmp = _temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -783,6 +854,26 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float | Fract
     return Path(path)
 
 
+# ------------------------------------------------------------------------------------------- arrays
+
+def load_array(path: PathLike, what: str = "array"):
+    """``numpy.load`` of a ``.npy`` (an array) or ``.npz`` (an ``NpzFile``) that never unpickles. Raises
+    InputError naming the file when it is missing or not a numpy file (numpy's own message then suggests
+    ``allow_pickle=True``, which would run code from the file: never that)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):  # numpy falls back to unpickling whatever is not .npy/.npz
+            raise InputError(path, f"not a .npy or .npz {what} file (they are written by numpy.save / "
+                                   "numpy.savez)") from None
+        raise InputError(path, f"not a readable .npy/.npz {what} file ({e})") from None
+    except (OSError, EOFError) as e:
+        raise InputError(path, f"not a readable .npy/.npz {what} file ({e})") from None
+
+
 # ------------------------------------------------------------------------------------------- images
 
 
@@ -806,11 +897,42 @@ def _to_rgb(im: "_PILImage.Image") -> np.ndarray:
         g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     if "A" in mode or "a" in mode or "transparency" in im.info:
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[..., 3:4] / 255.0
-        out = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)  # composite on white
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        return _on_white(np.asarray(im.convert("RGBA")))
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W, 4)`` RGBA composited on white -> RGB uint8 (how transparent pictures are read)."""
+    rgba = rgba.astype(np.float32)
+    alpha = rgba[..., 3:4] / 255.0
+    out = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def as_rgb(image, source: str = "<image>") -> np.ndarray:
+    """An image array as RGB uint8 ``(H, W, 3)``, contiguous, converted as :func:`read_image` converts the same
+    picture read from a file: grayscale ``(H, W)`` / ``(H, W, 1)`` replicated, gray + alpha ``(H, W, 2)`` and
+    RGBA ``(H, W, 4)`` composited on white, 16-bit data scaled to 8 bits. Raises InputError naming ``source``
+    for an empty array, another layout, or another dtype (floats are ambiguous: 0..1 or 0..255)."""
+    a = np.asarray(image)
+    if a.dtype == np.uint16:
+        a = _sixteen_to_eight(a)
+    if a.dtype != np.uint8:
+        raise InputError(source, f"expected a uint8 image array, got {a.dtype} {a.shape}",
+                         "e.g. (image * 255).round().astype(np.uint8) for floats in [0, 1]")
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise InputError(source, f"expected an image array (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(source, f"empty image ({a.shape[1]}x{a.shape[0]} pixels)")
+    if a.shape[2] == 2:
+        a = np.concatenate([np.repeat(a[..., :1], 3, axis=2), a[..., 1:]], axis=2)
+    if a.shape[2] == 4:
+        return _on_white(a)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.ascontiguousarray(a)
 
 
 def read_image(path: PathLike, max_pixels: int = 50_000_000) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from reenact.errors import InputError
 from puppeteer.audio import features as F
 from puppeteer.audio.data import ANIMATED, JAW, canonicalize
 from puppeteer.audio.motion import MotionOptions, add_natural_motion
+from puppeteer.render_loop import render_video
 
 MOUTH_POINTS = np.arange(48, 68)
 A2L_WEIGHTS = Path(__file__).with_name("weights") / "a2l"
@@ -144,7 +146,8 @@ def lipsync_track(points: np.ndarray, audio: np.ndarray, fps: float, sample_rate
 @dataclass
 class SpeakResult:
     """What :func:`speak` / :func:`lipsync` made: ``output`` mp4, ``frames``, ``fps``, ``audio_seconds``,
-    ``points`` (T, 68, 2) the rendered landmarks (crop pixels for speak, frame pixels for lipsync), ``timings``."""
+    ``points`` (T, 68, 2) the rendered landmarks (crop pixels for speak, frame pixels for lipsync), ``timings``,
+    ``kept`` (lipsync: indices of output frames written as the video had them, for want of a face)."""
 
     output: Path
     frames: int
@@ -152,6 +155,7 @@ class SpeakResult:
     audio_seconds: float
     points: np.ndarray = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
+    kept: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def load_speech(audio: str | os.PathLike | None = None, text: str | None = None, voice: str = "en",
@@ -172,18 +176,14 @@ def load_speech(audio: str | os.PathLike | None = None, text: str | None = None,
     return samples
 
 
-def _render_into(writer, avatar, crop_points: np.ndarray, paste, chunk: int, progress: bool, timings: dict):
-    from tqdm.auto import tqdm
+def check_speech_options(*, rate: int = 150, steps: int = 0, crf: int = 18, mouth_gain: float = 1.0) -> None:
+    """Refuse bad options of :func:`speak` / :func:`lipsync` before any work (InputError naming the option)."""
+    from reenact import validate
 
-    for i in tqdm(range(0, len(crop_points), chunk), desc="rendering", disable=not progress, leave=False):
-        part = crop_points[i:i + chunk]
-        t = time.perf_counter()
-        crops = avatar.render_batch(part, batch_size=chunk)
-        timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
-        for j, (crop, p) in enumerate(zip(crops, part)):
-            t = time.perf_counter()
-            writer.write(paste(i + j, crop, p))
-            timings["paste_encode"] = timings.get("paste_encode", 0.0) + time.perf_counter() - t
+    validate.between(rate, *validate.SPEECH_RATE, "rate", " words per minute")
+    validate.at_least(steps, 0, "steps")
+    validate.crf(crf)
+    validate.at_least(mouth_gain, 0, "mouth_gain")
 
 
 def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *,
@@ -198,9 +198,12 @@ def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *
     a ready ``avatar``), predicts jaw and mouth from the speech, adds natural motion, renders, pastes back into
     the portrait (``crop=True``: the face crops only) and writes ``output`` at ``fps`` with the speech muxed:
     ``round(duration x fps)`` frames."""
-    from reenact import io
+    from reenact import io, validate
     from reenact.api import Reenactor
 
+    check_speech_options(rate=rate, steps=steps, crf=crf, mouth_gain=mouth_gain)
+    validate.fps(fps)
+    output = io.check_writable(output)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     samples = load_speech(audio, text, voice, rate)
@@ -217,10 +220,8 @@ def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *
     points = speech_track(avatar.source_points[0], samples, fps, F.SAMPLE_RATE, model, motion, mouth_gain)
     points = np.clip(points, -avatar.resolution, 2 * avatar.resolution)
     timings["landmarks"] = time.perf_counter() - t
-    if crop:
-        def paste(i, c, p):
-            return c
-    else:
+    paste = None
+    if not crop:
         from puppeteer.drive import Compositor
 
         image = io.read_image(portrait) if isinstance(portrait, (str, os.PathLike)) else np.asarray(portrait)
@@ -228,10 +229,9 @@ def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *
 
         def paste(i, c, p):
             return comp(c, p)
-    chunk = 64 if avatar.base.device.type == "cuda" else 16
-    with io.VideoWriter(output, fps, crf=crf, audio=samples, audio_rate=F.SAMPLE_RATE) as writer:
-        _render_into(writer, avatar, points, paste, chunk, progress, timings)
-    return SpeakResult(Path(output), len(points), float(fps), len(samples) / F.SAMPLE_RATE, points, timings)
+    render_video(avatar, points, output, fps, paste=paste, audio=samples, audio_rate=F.SAMPLE_RATE, crf=crf,
+                 progress=progress, timings=timings)
+    return SpeakResult(output, len(points), float(fps), len(samples) / F.SAMPLE_RATE, points, timings)
 
 
 def pingpong(n_out: int, n_in: int) -> np.ndarray:
@@ -244,6 +244,47 @@ def pingpong(n_out: int, n_in: int) -> np.ndarray:
     return np.where(k < n_in, k, period - k).astype(np.int64)
 
 
+class _FrameSource:
+    """Frames ``0..n-1`` of a video by index, for an output that plays them in :func:`pingpong` order: decoded
+    once, front to back, one at a time. Only when the output plays the video backward too (``loops``) are the
+    frames kept, in a memory-mapped file that is deleted as soon as it is created (no RAM, nothing left on disk)."""
+
+    def __init__(self, video: Path, n: int, loops: bool):
+        from reenact import io
+
+        self.video, self.n, self.loops = video, n, loops
+        self._frames = io.read_frames(video, max_frames=n)
+        self._decoded = 0
+        self._last: np.ndarray | None = None
+        self._spool: np.ndarray | None = None
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        while self._decoded <= k:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                raise InputError(self.video, f"ended after {self._decoded} frames, {self.n} were tracked") from None
+            if self.loops:
+                if self._spool is None:
+                    import tempfile
+
+                    self._spool = np.memmap(tempfile.TemporaryFile(), np.uint8, "w+", shape=(self.n, *frame.shape))
+                self._spool[self._decoded] = frame
+            self._last, self._decoded = frame, self._decoded + 1
+        if k == self._decoded - 1:
+            return self._last
+        return np.asarray(self._spool[k])
+
+
+def _frames_at(video: Path, indices: np.ndarray) -> list[np.ndarray]:
+    """The frames at ``indices`` (sorted, few), streaming the video up to the last of them."""
+    from reenact import io
+
+    wanted = {int(i) for i in indices}
+    got = {i: f for i, f in enumerate(io.read_frames(video, max_frames=max(wanted) + 1)) if i in wanted}
+    return [got[int(i)] for i in indices]
+
+
 def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str | os.PathLike | None = None,
             text: str | None = None, voice: str = "en", rate: int = 150,
             checkpoint: str | os.PathLike | None = None, steps: int = 100, shots: int = 1, device: str = "auto",
@@ -253,49 +294,64 @@ def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str |
     everything else from the video's own landmarks. A model is personalised on ``shots`` frames of the video;
     each output frame is rendered in that frame's own crop and pasted back into it. The output lasts as long as
     the speech (the video plays forward and backward as needed): ``round(duration x fps)`` frames, speech muxed.
+
+    Only the frames the speech needs are decoded (at most ``max_seconds`` of the video), one at a time. Frames
+    where the face is not found (it left the picture, turned away) are written as they are, not re-voiced:
+    a warning names them and ``result.kept`` lists them.
     """
-    from reenact import io
+    from reenact import io, validate
     from reenact.api import Reenactor
     from reenact.crop import CropParams, box_from_points, crop_matrix, face_mask, paste_back, smooth_boxes
     from reenact.crop import transform_points
 
-    from puppeteer.drive import track_driver
+    from puppeteer.drive import _missing_ranges, track_driver
 
+    check_speech_options(rate=rate, steps=steps, crf=crf, mouth_gain=mouth_gain)
+    validate.at_least(shots, 1, "shots")
+    validate.positive(max_seconds, "max_seconds")
+    video, output = Path(video), io.check_writable(output)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     samples = load_speech(audio, text, voice, rate)
     info = io.probe(video)
     fps = float(info.fps)
-    max_frames = int(max_seconds * fps)
-    track = track_driver(video, detector, max_frames=max_frames, progress=progress).smooth()
-    frames = list(io.read_frames(video, max_frames=len(track)))
-    n_in = min(len(frames), len(track))
+    n_out = F.num_video_frames(len(samples), fps)
+    track = track_driver(video, detector, max_frames=max(1, min(int(max_seconds * fps), n_out)),
+                         progress=progress).smooth()
+    n_in = len(track)
     if n_in == 0:
         raise InputError(video, "no frames")
     timings["track"] = time.perf_counter() - t
-    n_out = F.num_video_frames(len(samples), fps)
     idx = pingpong(n_out, n_in)
+    valid = track.valid
+    lost = np.flatnonzero(~valid[idx])
+    if len(lost):
+        warnings.warn(f"{video}: no face in {int((~valid).sum())} of {n_in} frames "
+                      f"({_missing_ranges(np.flatnonzero(~valid))}); {len(lost)} output frame(s) keep the video's "
+                      "own picture there, not re-voiced", stacklevel=2)
     t = time.perf_counter()
     r = Reenactor.load(checkpoint, device)
-    ok = np.flatnonzero(track.valid[:n_in]) if track.valid[:n_in].any() else np.arange(n_in)
+    ok = np.flatnonzero(valid) if valid.any() else np.arange(n_in)
     pick = ok[np.linspace(0, len(ok) - 1, max(1, shots)).round().astype(int)]
-    avatar = r.personalize([frames[i] for i in pick], steps=steps, landmarks=[track.points[i] for i in pick],
+    avatar = r.personalize(_frames_at(video, pick), steps=steps, landmarks=[track.points[i] for i in pick],
                            progress=progress, seed=seed)
     timings["personalize"] = time.perf_counter() - t
     t = time.perf_counter()
-    pts_in = track.points[:n_in][idx]
-    points = lipsync_track(pts_in, samples, fps, F.SAMPLE_RATE, SpeechModel.load(speech_model),
-                           track.valid[:n_in][idx], mouth_gain)
+    points = lipsync_track(track.points[idx], samples, fps, F.SAMPLE_RATE, SpeechModel.load(speech_model),
+                           valid[idx], mouth_gain)
     S = avatar.resolution
-    boxes = smooth_boxes(box_from_points(track.points[:n_in], CropParams(size=S)), fps)[idx]
+    boxes = smooth_boxes(box_from_points(track.points, CropParams(size=S)), fps)[idx]
     mats = np.stack([crop_matrix(b, S) for b in boxes])
     crop_pts = np.stack([transform_points(p, m) for p, m in zip(points, mats)]).astype(np.float32)
     timings["landmarks"] = time.perf_counter() - t
+    frames = _FrameSource(video, n_in, loops=n_out > n_in)
 
     def paste(i, c, p):
-        return paste_back(frames[idx[i]], c, mats[i], face_mask(p, S))
+        frame = frames[int(idx[i])]
+        if not valid[idx[i]]:  # no face there: a face pasted into the crop would float where there is none
+            return frame
+        return paste_back(frame, c, mats[i], face_mask(p, S))
 
-    chunk = 64 if avatar.base.device.type == "cuda" else 16
-    with io.VideoWriter(output, fps, crf=crf, audio=samples, audio_rate=F.SAMPLE_RATE) as writer:
-        _render_into(writer, avatar, crop_pts, paste, chunk, progress, timings)
-    return SpeakResult(Path(output), n_out, fps, len(samples) / F.SAMPLE_RATE, points, timings)
+    render_video(avatar, crop_pts, output, fps, paste=paste, audio=samples, audio_rate=F.SAMPLE_RATE, crf=crf,
+                 progress=progress, timings=timings)
+    return SpeakResult(output, n_out, fps, len(samples) / F.SAMPLE_RATE, points, timings, kept=lost)

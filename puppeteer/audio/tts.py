@@ -23,6 +23,7 @@ import wave
 import numpy as np
 
 from reenact.errors import InputError, ReenactError
+from reenact.validate import SPEECH_RATE, between
 
 # espeak-ng's speak_lib.h constants
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -107,7 +108,8 @@ def available() -> str | None:
 
 
 def _synth_binary(exe: str, text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
-    proc = subprocess.run([exe, "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)), "--stdout", text],
+    # "--" ends the options: a text starting with "-" is said, not taken for an option
+    proc = subprocess.run([exe, "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)), "--stdout", "--", text],
                           capture_output=True, timeout=300)
     if proc.returncode != 0 or not proc.stdout:
         raise InputError(voice, f"{exe} failed: {proc.stderr.decode(errors='replace').strip()}",
@@ -125,8 +127,7 @@ def synthesize(text: str, voice: str = "en", rate: int = 150, pitch: int = 50,
     itself makes 22050 Hz). Raises :class:`TTSUnavailableError` when eSpeak NG is not installed."""
     if not text or not text.strip():
         raise InputError("<text>", "nothing to say (empty text)")
-    if not 80 <= rate <= 450:
-        raise ValueError(f"rate must be 80-450 words per minute, got {rate}")
+    between(rate, *SPEECH_RATE, "rate", " words per minute")
     backend = available()
     if backend is None:
         raise TTSUnavailableError("text-to-speech needs eSpeak NG: `pip install 'reenact[tts]'` (espeakng-loader) "

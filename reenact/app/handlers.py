@@ -48,8 +48,10 @@ class AppConfig:
     ``cuda[:N]``. max_upload_mb: largest upload. max_seconds: longest driver video or speech. max_text_chars:
     longest text for the TTS. max_pixels: largest image. max_steps / max_shots: bounds of the fine-tuning
     options. examples: folder of example portraits. concurrency: jobs run at once; queue_size: jobs that may
-    wait. work_dir: where outputs are written (default: a new temporary folder); outputs older than
-    keep_hours are deleted when a new job starts.
+    wait. work_dir: where outputs are written (default: a new private temporary folder, deleted when the app
+    stops); a browser session's outputs are deleted when its page is closed, any output older than keep_hours
+    when a new job starts (Gradio's copies of uploads and results, in a private cache folder of the server,
+    after keep_hours too).
     """
 
     checkpoint: str | os.PathLike | None = None
@@ -129,8 +131,9 @@ class Handlers:
     def __init__(self, config: AppConfig | None = None):
         self.config = config or AppConfig()
         self._own_work = self.config.work_dir is None
+        # mkdtemp makes the folder 0700: other local users cannot list or read the photos and videos in it
         self.work_dir = Path(self.config.work_dir or tempfile.mkdtemp(prefix="reenact-app-"))
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._reenactor: "Reenactor | None" = None
         self._lock = threading.Lock()
         # Photos this app took as uploads for avatars: the only recorded paths the Puppeteer tab will paste into.
@@ -155,20 +158,34 @@ class Handlers:
         return (f"model {Path(r.checkpoint).name} ({r.resolution} px, base {r.base_hash[:12]}) on "
                 f"{str(r.device).upper()}")
 
-    def _job_dir(self) -> Path:
+    def _session_dir(self, session: str | None) -> Path:
+        # a browser session's results live together, so that closing the page deletes them (end_session)
+        key = "".join(c for c in (session or "") if c.isalnum())[:64] or "no-session"
+        return self.work_dir / f"session-{key}"
+
+    def _job_dir(self, session: str | None = None) -> Path:
         self._prune()
-        d = self.work_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        d.mkdir(parents=True)
+        d = self._session_dir(session) / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        d.mkdir(parents=True, mode=0o700)
         return d
 
     def _prune(self) -> None:
+        """Delete jobs older than ``keep_hours`` (and sessions left empty by that)."""
         cutoff = time.time() - self.config.keep_hours * 3600
-        for d in self.work_dir.iterdir():
+        for folder in self.work_dir.glob("session-*"):
+            for d in list(folder.iterdir()):
+                with contextlib.suppress(OSError):
+                    if d.is_dir() and d.stat().st_mtime < cutoff:
+                        shutil.rmtree(d, ignore_errors=True)
             with contextlib.suppress(OSError):
-                if d.is_dir() and d.stat().st_mtime < cutoff:
-                    shutil.rmtree(d, ignore_errors=True)
+                folder.rmdir()  # only when empty
+
+    def end_session(self, session: str | None) -> None:
+        """The page of ``session`` was closed: delete everything made for it."""
+        shutil.rmtree(self._session_dir(session), ignore_errors=True)
 
     def close(self) -> None:
+        """Delete the work folder (when the app made it) and every result in it."""
         if self._own_work:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
@@ -248,7 +265,8 @@ class Handlers:
     # -- actions --------------------------------------------------------------------------------------
     def animate(self, portrait, *, driver: str = "video", video=None, audio=None, text: str | None = None,
                 voice: str = "en", extra_photos: Sequence = (), steps: int = 0, parts: Sequence[str] = PARTS,
-                paste_back: bool = True, watermark: bool = True, progress: Progress = _no_progress) -> Outcome:
+                paste_back: bool = True, watermark: bool = True, progress: Progress = _no_progress,
+                session: str | None = None) -> Outcome:
         """Personalise to ``portrait`` (+ ``extra_photos`` of the same person), then drive it by a ``video``,
         speech ``audio`` or ``text`` (offline TTS). Returns the mp4."""
         if driver not in DRIVERS:
@@ -265,7 +283,7 @@ class Handlers:
         options = self._options(parts) if driver == "video" else None
         progress(0.05, "loading the model")
         r = self.reenactor()
-        out = self._job_dir() / "animated.mp4"
+        out = self._job_dir(session) / "animated.mp4"
         progress(0.15, f"personalising ({steps} fine-tuning steps)" if steps else "personalising (feed-forward)")
         with friendly_errors("personalising"):
             # paths, not pixels: errors then name the file (no face in lp_s32.jpg: ...)
@@ -292,7 +310,8 @@ class Handlers:
         progress(1.0, "done")
         return Outcome(out, f"{msg}. {self._stamp_note(watermark)}", proof, timings)
 
-    def personalise(self, photos: Sequence, *, steps: int = 100, progress: Progress = _no_progress) -> Outcome:
+    def personalise(self, photos: Sequence, *, steps: int = 100, progress: Progress = _no_progress,
+                    session: str | None = None) -> Outcome:
         """Photos of one person -> an avatar file (``.safetensors``) to download."""
         progress(0.0, "checking the uploads")
         photos = [p for p in (photos or []) if p is not None]
@@ -308,7 +327,7 @@ class Handlers:
         with friendly_errors("personalising"):
             # paths, not pixels: the avatar records where its photos are, for pasting back later
             avatar = r.personalize([str(p) for p in paths], steps=steps, multiple="largest", progress=True)
-            out = avatar.save(self._job_dir() / "avatar.safetensors")
+            out = avatar.save(self._job_dir(session) / "avatar.safetensors")
         with self._lock:
             self._personalised.update(Path(p).resolve() for p in paths)
         progress(1.0, "done")
@@ -318,7 +337,7 @@ class Handlers:
                             "into it.")
 
     def puppeteer(self, avatar_file, video, *, source=None, parts: Sequence[str] = PARTS, paste_back: bool = True,
-                  watermark: bool = True, progress: Progress = _no_progress) -> Outcome:
+                  watermark: bool = True, progress: Progress = _no_progress, session: str | None = None) -> Outcome:
         """Drive an avatar file with a driver video; paste back into ``source`` (the avatar's first photo)."""
         progress(0.0, "checking the uploads")
         av_path = self._file(avatar_file, "avatar file")
@@ -340,7 +359,7 @@ class Handlers:
                 raise UserError("pasting the face back needs the photo the avatar was made from: upload it, or "
                                 "untick 'paste back' to get the face crop only")
             into = self._image(recorded, "the avatar's photo")[1]
-        out = self._job_dir() / "puppeteered.mp4"
+        out = self._job_dir(session) / "puppeteered.mp4"
         progress(0.3, "driving: tracking the driver's face, rendering, writing the video")
         with friendly_errors("driving the avatar"), self._provenance(watermark, "app puppeteer"):
             from puppeteer.drive import puppeteer_video

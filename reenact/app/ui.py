@@ -41,6 +41,10 @@ def _progress_fn(progress: "gr.Progress"):
     return report
 
 
+def _session(request) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
 def build(handlers: Handlers) -> "gr.Blocks":
     """The page. Handler errors become ``gr.Error`` messages (shown in the page, no traceback)."""
     import gradio as gr
@@ -55,21 +59,23 @@ def build(handlers: Handlers) -> "gr.Blocks":
             raise gr.Error(str(e), duration=None) from None
 
     def animate(portrait, extras, driver, video, audio, text, voice, steps, parts, paste_back, watermark,
-                progress=gr.Progress(track_tqdm=True)):
+                request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         extra_files = [getattr(f, "name", f) for f in (extras or [])]
         o = run(handlers.animate, portrait, driver=driver, video=video, audio=audio, text=text, voice=voice,
                 extra_photos=extra_files, steps=steps, parts=parts, paste_back=paste_back, watermark=watermark,
-                progress=_progress_fn(progress))
+                progress=_progress_fn(progress), session=_session(request))
         return str(o.path), o.message, o.verification
 
-    def personalise(photos, steps, progress=gr.Progress(track_tqdm=True)):
+    def personalise(photos, steps, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         files = [getattr(f, "name", f) for f in (photos or [])]
-        o = run(handlers.personalise, files, steps=steps, progress=_progress_fn(progress))
+        o = run(handlers.personalise, files, steps=steps, progress=_progress_fn(progress), session=_session(request))
         return str(o.path), o.message
 
-    def puppeteer(avatar_file, source, video, parts, paste_back, watermark, progress=gr.Progress(track_tqdm=True)):
+    def puppeteer(avatar_file, source, video, parts, paste_back, watermark, request: gr.Request,
+                  progress=gr.Progress(track_tqdm=True)):
         o = run(handlers.puppeteer, getattr(avatar_file, "name", avatar_file), video, source=source, parts=parts,
-                paste_back=paste_back, watermark=watermark, progress=_progress_fn(progress))
+                paste_back=paste_back, watermark=watermark, progress=_progress_fn(progress),
+                session=_session(request))
         return str(o.path), o.message, o.verification
 
     def driver_visibility(driver):
@@ -79,7 +85,9 @@ def build(handlers: Handlers) -> "gr.Blocks":
 
     limits = (f"Uploads up to {cfg.max_upload_mb:g} MB; driver videos and speech up to {cfg.max_seconds:g} s; "
               f"text up to {cfg.max_text_chars} characters. One job runs at a time, others wait in a queue.")
-    with gr.Blocks(title="reenact") as page:
+    keep = max(60, int(cfg.keep_hours * 3600))
+    # Gradio's copies of uploads and results are deleted once they are keep_hours old (checked hourly at most)
+    with gr.Blocks(title="reenact", delete_cache=(min(3600, keep), keep)) as page:
         gr.Markdown(INTRO)
         gr.Markdown(f"*{limits}*", elem_id="limits")
         with gr.Tab("Animate", id="animate"):
@@ -138,5 +146,9 @@ def build(handlers: Handlers) -> "gr.Blocks":
                     q_proof = gr.Textbox(label="Provenance (reenact verify)", lines=5, interactive=False)
             q_go.click(puppeteer, [avatar_in, source, q_video, q_parts, q_paste, q_wm], [q_out, q_status, q_proof],
                        concurrency_id="jobs")
+    def end_session(request: gr.Request):
+        handlers.end_session(_session(request))
+
+    page.unload(end_session)  # the tab was closed: its results go
     page.queue(max_size=cfg.queue_size, default_concurrency_limit=cfg.concurrency)
     return page

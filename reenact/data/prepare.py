@@ -180,6 +180,10 @@ def prepare_dataset(src: str | Path, out: str | Path, opts: PrepareOptions = Pre
 
     t0 = time.time()
     out = Path(out)
+    # everything that can be refused is checked before the output folder and dataset.json are made
+    clips = find_clips(src)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file; the output must be a folder")
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "dataset.json"
     settings = {"format": FORMAT, "version": VERSION, "landmarks": "ibug68", **asdict(opts)}
@@ -193,7 +197,6 @@ def prepare_dataset(src: str | Path, out: str | Path, opts: PrepareOptions = Pre
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(settings, indent=2))
         os.replace(tmp, meta_path)
-    clips = find_clips(src)
     if identities:
         clips = [c for c in clips if c[1] in set(identities)]
     if limit:

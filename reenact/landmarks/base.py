@@ -7,7 +7,11 @@ from typing import Literal
 
 import numpy as np
 
-from reenact.errors import MultipleFacesError, NoFaceError
+from reenact.errors import InputError, MultipleFacesError, NoFaceError
+
+# Below this many pixels on a side no detector finds a face (dlib's smallest is 80 px, upsampled once 40 px);
+# smaller images are refused with that reason rather than with whatever the resizing library says.
+MIN_FACE_SIDE = 16
 
 Multiple = Literal["error", "largest"]
 
@@ -70,7 +74,15 @@ class LandmarkDetector(ABC):
         """Exactly one face: ``NoFaceError`` if none, ``MultipleFacesError`` if several (unless
         ``multiple='largest'``). Weak detections (score below ``min_secondary_score``) beside a confident one are
         not counted as faces: they are mostly patterns such as badges or prints (seen on scikit-image's
-        astronaut), and refusing the photo for them would be wrong."""
+        astronaut), and refusing the photo for them would be wrong. ``image``: uint8 RGB, gray or RGBA (as
+        ``reenact.io.as_rgb`` reads them)."""
+        from reenact.io import as_rgb
+
+        image = as_rgb(image, source)
+        h, w = image.shape[:2]
+        if min(h, w) < MIN_FACE_SIDE:
+            raise InputError(source, f"image is {w}x{h} pixels: too small to find a face in",
+                             f"a face needs at least {MIN_FACE_SIDE} pixels each way")
         faces = self.detect(image)
         if not faces:
             raise NoFaceError(source)

@@ -57,9 +57,11 @@ class DlibDetector(LandmarkDetector):
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         image = _as_rgb_contiguous(image)
         h, w = image.shape[:2]
+        if h == 0 or w == 0:
+            return []
         scale = min(1.0, self.detect_size / max(h, w))
-        small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),
-                                                      interpolation=cv2.INTER_AREA)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))  # a 3 x 2000 strip must not shrink to 0
+        small = image if scale == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         # dlib misreads strided numpy views silently: always hand it a contiguous array.
         gray = np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
         with self._lock:

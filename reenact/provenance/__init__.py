@@ -27,6 +27,7 @@ import contextlib
 import datetime as _dt
 import json
 import threading
+import warnings
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -224,7 +225,14 @@ class Stamp:
             if self.provenance.c2pa:
                 raise RuntimeError(f"{final_name or path}: a C2PA manifest was required, but {c2pa.why_unavailable()}")
             return
-        c2pa.sign_in_place(path, self.record, title=final_name or Path(path).name)
+        name = final_name or Path(path).name
+        if not c2pa.can_carry(name):
+            if self.provenance.c2pa:
+                raise RuntimeError(f"{name}: a C2PA manifest was required, but {c2pa.cannot_carry(name)}")
+            warnings.warn(f"{name}: no C2PA manifest, {c2pa.cannot_carry(name)}; the container record and the "
+                          "watermark are still written", stacklevel=3)
+            return
+        c2pa.sign_in_place(path, self.record, title=name)
 
 
 def stamp_for(arg: "Provenance | None | str", height: int, width: int, kind: Literal["video", "image"],

@@ -25,13 +25,25 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["available", "why_unavailable", "key_dir", "sign_in_place", "read", "local_signer_serial"]
+__all__ = ["available", "why_unavailable", "can_carry", "cannot_carry", "key_dir", "sign_in_place", "read", "local_signer_serial"]
 
 ACTION_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 ASSERTION = "org.reenact.provenance"
 _MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".png": "image/png",
          ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".tif": "image/tiff",
          ".tiff": "image/tiff"}
+
+
+
+def can_carry(name: str | os.PathLike) -> bool:
+    """Whether a file of this name (by its extension) can hold a C2PA manifest as reenact signs them."""
+    return Path(name).suffix.lower() in _MIME
+
+
+def cannot_carry(name: str | os.PathLike) -> str:
+    """Why a file of this name gets no manifest (for messages)."""
+    what = Path(name).suffix or "a name without an extension"
+    return f"C2PA is embedded in {', '.join(sorted(_MIME))} files only, not {what} (name a video .mp4)"
 
 
 def _modules():
