@@ -2,6 +2,8 @@
 training and the speak / lipsync pipelines -- on real clips and speech from ../shared/data."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -296,3 +298,73 @@ def test_cli_speak_and_lipsync(tiny_checkpoint, portrait, talking_clip, speech, 
         assert abs(n - 0.8 * fps) <= 1 and len(audio) > 0.7 * 16000
     assert main(["speak", str(portrait), "--audio", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "x.mp4")]
                 + common) == 2  # a clear error, not a traceback
+
+
+def _clip_whose_face_leaves(speech_clip, path, frames: int = 20, face_frames: int = 12):
+    """``frames`` of a real talking face, the last ones a grey wall (the person walked out of the picture)."""
+    from reenact import io
+
+    real = list(io.read_frames(speech_clip, max_frames=face_frames))
+    empty = [np.full_like(real[0], 128)] * (frames - face_frames)
+    return io.write_video(path, real + empty, io.probe(speech_clip).fps, provenance=None)
+
+
+def test_lipsync_keeps_the_frames_where_the_face_has_left(tiny_checkpoint, speech_clip, speech, tmp_path):
+    from puppeteer.audio.speak import lipsync
+    from reenact import io
+
+    clip = _clip_whose_face_leaves(speech_clip, tmp_path / "leaves.mp4")
+    wav = _write_wav(tmp_path / "n.wav", speech[:int(20 / 25 * 16000)])
+    with pytest.warns(UserWarning, match=r"leaves\.mp4: no face in 8 of 20 frames \(12-19\)"):
+        res = lipsync(clip, tmp_path / "out.mp4", audio=wav, checkpoint=tiny_checkpoint, steps=0, device="cpu",
+                      progress=False)
+    assert res.frames == 20 and res.kept.tolist() == list(range(12, 20))
+    src = np.stack(list(io.read_frames(clip))).astype(np.float32)
+    out = np.stack(list(io.read_frames(res.output))).astype(np.float32)
+    diff = np.abs(out - src).mean(axis=(1, 2, 3))
+    assert diff[12:].max() < 2.0, diff  # the wall as it was (codec and watermark noise only): no ghost face
+    assert diff[:12].min() > diff[12:].max()  # while the face is there it is re-rendered
+
+
+def test_lipsync_decodes_only_what_the_speech_needs(tiny_checkpoint, speech_clip, speech, tmp_path):
+    """A long, large video and 0.4 s of speech: a few frames are decoded and held, not the whole video."""
+    import tracemalloc
+
+    import cv2
+
+    from puppeteer.audio.speak import lipsync
+    from reenact import io
+
+    info = io.probe(speech_clip)
+    frames = [cv2.resize(f, (1280, 720)) for f in io.read_frames(speech_clip, max_frames=25)]
+    long = tmp_path / "long.mp4"
+    with io.VideoWriter(long, info.fps, preset="ultrafast", provenance=None) as w:
+        for i in range(150):  # 6 s of 720p: 400 MB of decoded frames
+            w.write(frames[i % 25])
+    wav = _write_wav(tmp_path / "s.wav", speech[:int(0.4 * 16000)])
+    tracemalloc.start()
+    try:
+        res = lipsync(long, tmp_path / "out.mp4", audio=wav, checkpoint=tiny_checkpoint, steps=0, device="cpu",
+                      progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res.frames == 10 and io.probe(res.output).num_frames == 10
+    assert peak < 80e6, f"peak {peak / 1e6:.0f} MB of arrays for 10 frames of 2.8 MB"
+
+
+def test_espeak_command_line_says_text_starting_with_a_dash(tmp_path, monkeypatch):
+    """The eSpeak NG executable gets ``--`` before the text: '-v xx' in a text is said, not obeyed."""
+    from puppeteer.audio import tts
+
+    args = tmp_path / "args.txt"
+    fake = tmp_path / "espeak-ng"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {args}\n"
+                    f"{sys.executable} -c \"import wave,sys; w=wave.open(sys.stdout.buffer,'wb'); "
+                    "w.setnchannels(1); w.setsampwidth(2); w.setframerate(22050); w.writeframes(bytes(4410))\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(tts, "available", lambda: "espeak-ng")
+    monkeypatch.setattr(tts, "_binary", lambda: str(fake))
+    audio, sr = tts.synthesize("--stdout -w /tmp/x.wav hello", rate=150)
+    assert sr == 22050 and len(audio) == 2205
+    assert args.read_text().splitlines()[-2:] == ["--", "--stdout -w /tmp/x.wav hello"]
