@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import inspect
+import os
 import struct
+import subprocess
 import sys
 import time
 import zlib
@@ -257,6 +259,53 @@ def test_failed_write_leaves_nothing(tmp_path):
             tmp.write_bytes(b"half")
             raise KeyError("x")
     assert (tmp_path / "keep.png").read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+
+def test_atomic_write_onto_a_folder_names_the_folder(tmp_path):
+    """Not the hidden temp file that os.replace would name."""
+    (tmp_path / "out.mp4").mkdir()
+    with pytest.raises(InputError, match=rf"^{tmp_path}/out\.mp4: is a folder"):
+        with io.atomic_path(tmp_path / "out.mp4") as tmp:
+            tmp.write_bytes(b"x")
+    with pytest.raises(InputError, match=r"out\.mp4: is a folder"):
+        io.write_video(tmp_path / "out.mp4", np.zeros((2, 16, 16, 3), np.uint8), 25)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_stale_temp_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = [tmp_path / f".out.{dead}-0123456789ab.tmp.mp4", tmp_path / f"..out.{dead}-0123456789ab.tmp.c2pa.mp4"]
+    live = tmp_path / f".out.{os.getppid()}-0123456789ab.tmp.mp4"  # a running writer (our parent)
+    others = [tmp_path / f".other.{dead}-0123456789ab.tmp.mp4", tmp_path / f".out.{dead}-0123456789ab.tmp.mkv",
+              tmp_path / "out.tmp.mp4"]
+    for p in stale + [live] + others:
+        p.write_bytes(b"x")
+    io.write_video(tmp_path / "out.mp4", np.zeros((2, 16, 16, 3), np.uint8), 25, provenance=None)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"out.mp4", live.name, *(p.name for p in others)}
+
+
+def test_image_arrays_are_read_like_the_same_pictures_in_files(tmp_path):
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    for arr, mode in ((gray, "L"), (rgba, "RGBA"), (gray[..., None].repeat(2, 2), "LA")):
+        Image.fromarray(arr, mode).save(tmp_path / f"{mode}.png")
+        assert np.array_equal(io.as_rgb(arr), io.read_image(tmp_path / f"{mode}.png")), mode
+    with pytest.raises(InputError, match=r"^<photo>: empty image \(0x0 pixels\)"):
+        io.as_rgb(np.zeros((0, 0, 3), np.uint8), "<photo>")
+    with pytest.raises(InputError, match="expected a uint8 image array, got float32"):
+        io.as_rgb(np.zeros((4, 4, 3), np.float32))
+
+
+def test_a_text_file_as_landmarks_is_refused_without_suggesting_pickles(tmp_path):
+    notes = tmp_path / "points.npy"
+    notes.write_text("1 2\n3 4\n")
+    with pytest.raises(InputError) as e:
+        io.load_array(notes, "landmarks")
+    assert str(e.value).startswith(f"{notes}: not a .npy or .npz landmarks file") and "pickle" not in str(e.value)
 
 
 # ---------------------------------------------------------------------------------------- bad inputs
