@@ -94,3 +94,12 @@ def test_augment_flip_mirrors_landmarks_with_pixels(prepared_dir, tmp_path):
     aug.eval()
     e_out, e_pts = aug(frames, pts)
     assert torch.equal(e_pts, pts)
+
+
+def test_prepare_with_a_missing_source_creates_nothing(tmp_path, capsys):
+    from reenact.cli import main
+
+    out = tmp_path / "out"
+    assert main(["prepare", str(tmp_path / "no-such-folder"), str(out)]) == 2
+    assert capsys.readouterr().err == f"reenact: error: {tmp_path / 'no-such-folder'}: not a folder of videos\n"
+    assert not out.exists()

@@ -247,3 +247,15 @@ def test_verify_command_reports_and_sets_the_exit_status(tmp_path, portrait, tal
     assert v.metadata is None and v.watermark.detected and v.watermark.payload == 0x1212
     assert any("without metadata" in n for n in v.notes)
     assert main(["verify", str(tmp_path / "missing.mp4")]) == 2
+
+
+@pytest.mark.parametrize("name", ["v.mkv", "v.avi", "video"])
+def test_an_output_named_other_than_mp4_says_it_has_no_c2pa_manifest(tmp_path, name):
+    from reenact.provenance import c2pa
+
+    if not c2pa.available():
+        pytest.skip("c2pa-python is not installed: no manifest is written for any name")
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    with pytest.warns(UserWarning, match=rf"{name}: no C2PA manifest, C2PA is embedded in .* files only"):
+        io.write_video(tmp_path / name, frames, 25, provenance=Provenance(operation="test"))
+    assert read_metadata(tmp_path / name)["operation"] == "test"  # the container record is still there
