@@ -71,7 +71,7 @@ class LossConfig:
     vgg19_path: str = ""  # local VGG19 ImageNet weights (.safetensors / .pth, torchvision key layout)
     vggface_weight: float = 0.025  # paper: 2.5e-2
     vggface_path: str = ""  # local VGGFace (VGG16 layout) weights, Caffe-style BGR 0-255 input
-    # warp-guided G only (``WarpGenerator.last_reg``): smoothness of the residual flow (a flow that varies from
+    # warp-guided G only (the ``reg`` of its output): smoothness of the residual flow (a flow that varies from
     # pixel to pixel blurs the warped texture: measured, its sharpness fell from 0.80 to 0.63 of the real frame's)
     # and a prior towards passing the warp through (the synthesis branch painted over warped pixels that were
     # better: held-out SSIM 0.770 of the model's own warp vs 0.751 of its output). 0: off.
@@ -148,3 +148,75 @@ def to_yaml(cfg: Any) -> str:
 
 def from_yaml(text: str) -> Config:
     return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))  # type: ignore[return-value]
+
+
+# --- region generators (the photo renderer's learned part; see reenact.models.region) ----------------------
+
+@dataclass
+class RegionModelConfig:
+    region: str = "mouth"  # a name of reenact.regions.REGIONS
+    size: int = 128  # crop side in pixels
+    embed_dim: int = 256
+    g_width: int = 48  # G's widths: w, 2w, 4w at 64, 32, 16 px
+    e_base: int = 32
+    d_base: int = 32
+
+
+@dataclass
+class RegionLossConfig:
+    pyramid: float = 10.0  # Gaussian-pyramid L1 of the blend vs the real crop
+    ssim: float = 5.0  # 1 - SSIM
+    inner: float = 20.0  # extra L1 inside the target's inner polygon (teeth, cavity)
+    adv: float = 1.0  # hinge
+    fm: float = 10.0  # feature matching
+    mch: float = 10.0  # |W_i - e| (Zakharov et al.'s embedding match)
+    mask_outside: float = 1.0  # mean mask outside the dilated outer polygon: pass the warp there
+
+
+@dataclass
+class RegionDataConfig:
+    root: str = ""  # prepared folder with regions/<region>/ (reenact prepare)
+    val_fraction: float = 0.1
+    max_shots: int = 8
+    hard: float = 0.5
+    augment: bool = True
+    num_workers: int = 8
+
+
+@dataclass
+class RegionTrainConfig:
+    out_dir: str = "runs/region"
+    steps: int = 20000
+    batch_size: int = 32
+    lr_g: float = 2.0e-4
+    lr_e: float = 1.0e-4
+    lr_d: float = 4.0e-4
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    grad_clip: float = 10.0
+    ema: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # "auto": bf16 autocast on CUDA
+    val_every: int = 500
+    val_episodes: int = 256
+    log_every: int = 50
+    init_weights: str = ""  # a region checkpoint to start from (fresh optimisers)
+
+
+@dataclass
+class RegionConfig:
+    kind: str = "region"
+    data: RegionDataConfig = field(default_factory=RegionDataConfig)
+    model: RegionModelConfig = field(default_factory=RegionModelConfig)
+    loss: RegionLossConfig = field(default_factory=RegionLossConfig)
+    train: RegionTrainConfig = field(default_factory=RegionTrainConfig)
+
+
+def load_region_config(overrides: list[str] | None = None, base: Any = None) -> RegionConfig:
+    """Region config from defaults (or ``base``, e.g. a saved config's YAML text) and dotted overrides."""
+    cfg = OmegaConf.structured(RegionConfig)
+    if base is not None:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(base) if isinstance(base, str) else base)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return cfg  # type: ignore[return-value]

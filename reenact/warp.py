@@ -114,7 +114,13 @@ def delaunay(points: np.ndarray, height: int, width: int) -> np.ndarray:
 
     Points may lie outside the crop (a cut-off chin); duplicated points are triangulated once (the first one).
     """
-    pts = np.concatenate([np.asarray(points, np.float32), border_points(height, width)])
+    return triangulate(np.concatenate([np.asarray(points, np.float32), border_points(height, width)]))
+
+
+def triangulate(points: np.ndarray) -> np.ndarray:
+    """(T, 3) int64 vertex indices of a Delaunay triangulation (``cv2.Subdiv2D``) of ``points`` (P, 2);
+    duplicated points are triangulated once (the first one)."""
+    pts = np.asarray(points, np.float32)
     lo = np.floor(pts.min(0)) - 2
     hi = np.ceil(pts.max(0)) + 2
     sub = cv2.Subdiv2D((int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1])))

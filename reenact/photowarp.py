@@ -1,0 +1,209 @@
+"""Warp a photo at its own resolution so that its landmarks land on a target's.
+
+The 256 px crop warp of :mod:`reenact.warp` resamples the face twice on the user's path (photo -> crop ->
+warp -> back into the photo) and renders a 1024 px portrait's face at 256 px. This module warps the photo
+itself, once, at full resolution:
+
+- A Delaunay triangulation of the target's 68 landmarks plus two rings of anchor points
+  (:func:`face_anchors`): an inner ring around the face (1.8x the landmarks' extent, the 256 px crop's
+  border) that moves with the head (the similarity that best maps the photo's rigid landmarks onto the
+  target's), so hair and neck follow the face however far the head moves; and an outer ring (3x) fixed in the
+  photo (around both positions of the inner ring), so the warp fades to the identity there and the rest of
+  the photo keeps its pixels exactly. Triangulating the target (not the photo)
+  means no two triangles overlap where the map is evaluated, whatever the pose; inner lips and eyelids are
+  pulled apart first, for the triangulation only, so that a mouth always has triangles inside it (an open
+  target mouth is filled by stretching a closed one, as in the classical warp).
+- For a target, each triangle's affine map (target -> photo) is evaluated on a coarse grid over the output
+  (every ``step`` pixels) and upsampled: a piecewise-affine map is smooth enough that 4 px cells cost
+  sub-pixel errors only at triangle edges, and it is 16x cheaper than a per-pixel map.
+- The photo is sampled once with bicubic interpolation (``cv2.remap``), which returns the photo's own pixel
+  values wherever the map is the identity.
+
+The same map also serves region crops (:mod:`reenact.regions`): an output grid is any affine image of the
+photo (``to_photo``: output pixel -> photo pixel), so the mouth crop of a target is read straight from the
+photo, again in one resampling.
+
+Geometry: pixel ``(i, j)`` has its centre at ``(x, y) = (j, i)``, as for landmarks.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from reenact.crop import CropParams, box_from_points
+from reenact.warp import triangle_index_map, triangulate
+
+#: Anchor rings: sides of the box that moves with the head and of the fixed one, in units of the landmarks'
+#: extent (the 256 px crops are 1.8).
+INNER_SCALE = 1.8
+OUTER_SCALE = 3.0  # the outer ring's margin: (3.0 - 1.8) / 2 face extents around the inner rings
+#: Landmarks that move with the head and not with the expression: the similarity that carries the inner ring
+#: is fitted on them (eye corners, nose, the jaw at the ears).
+RIGID = (0, 1, 2, 14, 15, 16, 27, 28, 29, 30, 31, 35, 36, 39, 42, 45)
+#: Anchor points per side of the ring.
+ANCHORS_PER_SIDE = 4
+#: Grid step (pixels) of the coarse map.
+STEP = 4
+
+
+def _ring(lo: np.ndarray, hi: np.ndarray, per_side: int = ANCHORS_PER_SIDE) -> np.ndarray:
+    """``(4 * per_side, 2)`` points on the border of the box ``lo``..``hi`` (corners included)."""
+    t = np.arange(per_side, dtype=np.float64) / per_side
+    (x0, y0), (x1, y1) = lo, hi
+    top = np.stack([x0 + t * (x1 - x0), np.full_like(t, y0)], 1)
+    right = np.stack([np.full_like(t, x1), y0 + t * (y1 - y0)], 1)
+    bottom = np.stack([x1 - t * (x1 - x0), np.full_like(t, y1)], 1)
+    left = np.stack([np.full_like(t, x0), y1 - t * (y1 - y0)], 1)
+    return np.concatenate([top, right, bottom, left])
+
+
+def face_anchors(points: np.ndarray, scale: float, per_side: int = ANCHORS_PER_SIDE) -> np.ndarray:
+    """``(4 * per_side, 2)`` float64 points on a square ring around a face's ``(68, 2)`` landmarks, of side
+    ``scale`` times the landmarks' extent (the crop box of :func:`reenact.crop.box_from_points`)."""
+    cx, cy, side = box_from_points(points, CropParams(scale=scale))
+    h = side / 2
+    return _ring(np.array([cx - h, cy - h]), np.array([cx + h, cy + h]), per_side)
+
+
+def _opened(points: np.ndarray) -> np.ndarray:
+    """The landmarks with inner lips and eyelids moved apart, for triangulation only: coincident points of a
+    closed mouth or eye would otherwise give no (or arbitrary) triangles inside it."""
+    p = np.asarray(points, np.float64).copy()
+    iod = float(np.linalg.norm(p[45] - p[36])) or 1.0
+    up, down = [61, 62, 63], [67, 66, 65]
+    gap = 0.15 * iod
+    p[up, 1] -= gap / 2
+    p[down, 1] += gap / 2
+    for top, bottom in (([37, 38], [41, 40]), ([43, 44], [47, 46])):
+        p[top, 1] -= 0.04 * iod
+        p[bottom, 1] += 0.04 * iod
+    return p
+
+
+def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, uniform scale, shift) mapping ``src`` (N, 2) onto ``dst``."""
+    s, d = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = s.mean(0), d.mean(0)
+    a, b = s - ms, d - md
+    den = (a ** 2).sum() or 1.0
+    c = (a * b).sum() / den  # scale * cos
+    si = (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum() / den  # scale * sin
+    r = np.array([[c, -si], [si, c]])
+    return np.concatenate([r, (md - r @ ms)[:, None]], 1)
+
+
+class PhotoWarp:
+    """The warp of one photo: its landmarks and the anchor rings (see the module doc).
+
+    ``points``: ``(68, 2)`` landmarks in the photo's pixels. For each target the map is the identity outside
+    an outer ring fixed in the photo: a box around the inner ring at the photo and at the target, grown by
+    ``(OUTER_SCALE - INNER_SCALE) / 2`` face extents, so the rings never cross however far the head moves.
+    """
+
+    def __init__(self, points: np.ndarray):
+        pts = np.asarray(points, np.float32)
+        if pts.shape != (68, 2) or not np.isfinite(pts).all():
+            raise ValueError(f"expected finite (68, 2) landmarks, got {pts.shape}")
+        self.points = pts
+        self.inner = face_anchors(pts, INNER_SCALE)
+        self.margin = (OUTER_SCALE - INNER_SCALE) / 2 * float(box_from_points(pts, CropParams(scale=1.0))[2])
+
+    def anchors(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(src, dst, outer)``: the control points in the photo and at the target (landmarks, inner ring,
+        outer ring) and the outer ring alone."""
+        dst = np.asarray(dst_points, np.float64)
+        sim = fit_similarity(self.points[list(RIGID)], dst[list(RIGID)])
+        moved = self.inner @ sim[:, :2].T + sim[:, 2]
+        both = np.concatenate([self.inner, moved])
+        outer = _ring(both.min(0) - self.margin, both.max(0) + self.margin)
+        return (np.concatenate([self.points, self.inner, outer]), np.concatenate([dst, moved, outer]), outer)
+
+    def roi(self, dst_points: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``: the part of a ``height`` x ``width`` photo that the warp to ``dst_points``
+        changes."""
+        outer = self.anchors(dst_points)[2]
+        lo = np.floor(outer.min(0)).astype(int)
+        hi = np.ceil(outer.max(0)).astype(int) + 1
+        x0, y0 = np.maximum(lo, 0)
+        x1, y1 = min(hi[0], width), min(hi[1], height)
+        return int(x0), int(y0), int(max(x1, x0)), int(max(y1, y0))
+
+    def coarse_map(self, dst_points: np.ndarray, to_photo: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """``(h, w, 2)`` float32 photo coordinates to read for each point of a grid (row-major pixel centres
+        ``(x, y) = (j, i)``) whose grid points are mapped into the photo by ``to_photo`` (2x3)."""
+        h, w = shape
+        src, dst, outer = self.anchors(dst_points)
+        m = np.asarray(to_photo, np.float64)
+        inv = cv2.invertAffineTransform(m.astype(np.float64))
+        dst_grid = dst @ inv[:, :2].T + inv[:, 2]  # target points in grid coordinates
+        tris = triangulate(np.concatenate([_opened(dst[:68]), dst[68:]]))
+        idx = triangle_index_map(dst_grid, tris, h, w)
+        # per-triangle affine target -> photo: A = S @ D^-1 with D the target triangle (homogeneous)
+        d = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], 2).transpose(0, 2, 1)
+        s = src[tris].transpose(0, 2, 1)  # (T, 2, 3)
+        det = np.linalg.det(d)
+        ok = np.abs(det) > 1e-9
+        a = np.zeros((len(tris), 2, 3))
+        a[ok] = s[ok] @ np.linalg.inv(d[ok])
+        a[~ok] = [[1, 0, 0], [0, 1, 0]]  # degenerate target triangles cover no grid point
+        ys, xs = np.mgrid[0:h, 0:w]
+        q = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64) @ m[:, :2].T + m[:, 2]  # photo coords
+        ai = a[idx.reshape(-1)]
+        out = np.einsum("nij,nj->ni", ai[:, :, :2], q) + ai[:, :, 2]
+        inside = _inside_convex(q, outer)
+        out[~inside] = q[~inside]  # identity outside the anchor ring: the photo stays as it is there
+        return out.reshape(h, w, 2).astype(np.float32)
+
+    def map(self, dst_points: np.ndarray, to_photo: np.ndarray, shape: tuple[int, int],
+            step: int = STEP) -> np.ndarray:
+        """Dense ``(h, w, 2)`` float32 map for an output of ``shape`` whose pixels go to the photo by
+        ``to_photo``: the coarse map on every ``step``-th pixel, upsampled bilinearly."""
+        h, w = shape
+        if step <= 1:
+            return self.coarse_map(dst_points, to_photo, shape)
+        # one extra coarse point beyond each edge, so the upsampling interpolates everywhere (never clamps);
+        # coarse point k sits at output pixel (k - 1) * step + (step - 1) / 2: cv2.resize's pixel centres
+        ny, nx = -(-h // step) + 2, -(-w // step) + 2
+        c = (step - 1) / 2.0 - step
+        coarse = self.coarse_map(dst_points, compose(to_photo, [[step, 0, c], [0, step, c]]), (ny, nx))
+        full = cv2.resize(coarse, (nx * step, ny * step), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(full[step:step + h, step:step + w])
+
+    def warp(self, photo: np.ndarray, dst_points: np.ndarray, step: int = STEP) -> np.ndarray:
+        """The whole photo (RGB uint8 ``(H, W, 3)``) warped to ``dst_points`` (``(68, 2)`` photo pixels)."""
+        H, W = photo.shape[:2]
+        x0, y0, x1, y1 = self.roi(dst_points, H, W)
+        out = photo.copy()
+        if x1 <= x0 or y1 <= y0:
+            return out
+        shift = np.array([[1, 0, x0], [0, 1, y0]], np.float64)
+        mp = self.map(dst_points, shift, (y1 - y0, x1 - x0), step)
+        out[y0:y1, x0:x1] = sample(photo, mp)
+        return out
+
+    def warp_region(self, photo: np.ndarray, dst_points: np.ndarray, to_region: np.ndarray, size: int,
+                    step: int = STEP) -> np.ndarray:
+        """The region crop (``size`` px, frame -> crop matrix ``to_region``) of the warped photo, read from the
+        photo in one resampling."""
+        to_photo = cv2.invertAffineTransform(np.asarray(to_region, np.float64))
+        return sample(photo, self.map(dst_points, to_photo, (size, size), step))
+
+
+def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2x3 affine ``outer o inner`` (apply ``inner`` first)."""
+    o, i = np.asarray(outer, np.float64), np.asarray(inner, np.float64)
+    return np.concatenate([o[:, :2] @ i[:, :2], (o[:, :2] @ i[:, 2] + o[:, 2])[:, None]], 1)
+
+
+def _inside_convex(q: np.ndarray, hull: np.ndarray) -> np.ndarray:
+    """Boolean (N,) for points ``q`` (N, 2) inside (or on) a convex polygon ``hull`` (M, 2), either winding."""
+    e = np.roll(hull, -1, 0) - hull  # edges
+    rel = q[:, None, :] - hull[None]  # (N, M, 2)
+    cross = e[None, :, 0] * rel[..., 1] - e[None, :, 1] * rel[..., 0]
+    return (cross >= -1e-6).all(1) | (cross <= 1e-6).all(1)
+
+
+def sample(photo: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Bicubic read of an RGB uint8 photo at ``coords`` ``(h, w, 2)`` (x, y) photo pixels; edges repeat."""
+    return cv2.remap(photo, np.ascontiguousarray(coords[..., 0]), np.ascontiguousarray(coords[..., 1]),
+                     interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
