@@ -30,8 +30,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reenact.metrics import evaluate as ev  # noqa: E402
+from warp_g_maps import generator_output  # noqa: E402
 
 EXTRA = ("tps", "fused", "noflow", "nearest")
 
@@ -51,8 +53,9 @@ class _Parts:
             if not flow:
                 stack.enter_context(_zero_flow())
             out = r.render(src, pts, tgt)
-            G = r._last[1].G
-            self.fused = ((G.last_aux["warp"].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
+            avatar = r._last[1]
+            warp = generator_output(avatar, np.asarray(tgt) * (avatar.resolution / src.shape[1])).aux["warp"]
+            self.fused = ((warp.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) \
                 .permute(0, 2, 3, 1).cpu().numpy()
         return out
 

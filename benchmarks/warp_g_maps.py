@@ -23,6 +23,18 @@ from reenact.data.dataset import PreparedDataset  # noqa: E402
 from reenact.metrics import evaluate as ev  # noqa: E402
 
 
+def generator_output(avatar, points: np.ndarray):
+    """The avatar's ``GeneratorOutput`` (image, ``aux`` warp and blend mask) for ``points`` ``(N, 68, 2)`` in its
+    crop pixels: what ``Avatar.render_batch`` computes before it keeps only the image."""
+    import torch
+
+    from reenact.draw import rasterize
+
+    p = torch.from_numpy(np.asarray(points, np.float32)).to(avatar.base.device)
+    with torch.inference_mode():
+        return avatar.G.forward_psi(rasterize(p, avatar.resolution) * 2 - 1, avatar.psi, **avatar._source_inputs(p))
+
+
 def to_png(path: Path, m: np.ndarray) -> None:
     m = np.clip(m, 0, None)
     cv2.imwrite(str(path), np.clip(255 * m / max(np.percentile(m, 99.5), 1e-9), 0, 255).astype(np.uint8))
@@ -42,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     for _, frames, pts, src, tgt in ev.self_targets(ds, opts):
         r._last = None
         out = r.render(frames[src], pts[src], pts[tgt]).astype(np.float32)
-        aux = r._last[1].G.last_aux
+        avatar = r._last[1]
+        aux = generator_output(avatar, pts[tgt] * (avatar.resolution / frames.shape[1])).aux
         real = frames[tgt].astype(np.float32)
         own = ((aux["warp"].float().clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).cpu().numpy()
         painted.append(1 - (aux["mask"].float().squeeze(1).cpu().numpy() + 1) / 2)

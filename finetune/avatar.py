@@ -240,7 +240,7 @@ class Avatar:
         with torch.inference_mode():
             for i in range(0, len(pts), n):
                 p = torch.from_numpy(pts[i:i + n]).to(dev)
-                img = self.G.forward_psi(rasterize(p, S) * 2 - 1, self.psi, **self._source_inputs(p))
+                img = self.G.forward_psi(rasterize(p, S) * 2 - 1, self.psi, **self._source_inputs(p)).image
                 img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
                 out[i:i + n] = img.permute(0, 2, 3, 1).cpu().numpy()
         return out

@@ -14,7 +14,6 @@ repeatable on the same device.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -22,14 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from reenact.models.base_model import BaseModel
-from reenact.losses import ContentLoss, d_hinge, feature_matching, g_hinge
 from finetune.shots import Shot
-from reenact.errors import ReenactError
+from reenact.errors import NonFiniteLossError
+from reenact.gan import update
+from reenact.losses import ContentLoss, d_hinge, feature_matching, g_hinge
+from reenact.models.base_model import BaseModel
 
-
-class NonFiniteLossError(ReenactError, FloatingPointError):
-    """A fine-tuning loss became NaN/Inf (try fewer steps or a lower learning rate)."""
+__all__ = ["FinetuneOptions", "Personalization", "personalize", "embed", "NonFiniteLossError"]
 
 
 @dataclass
@@ -162,9 +160,7 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
     shot_frames = crops.float() / 127.5 - 1
     mirrored_frames = mirrored_crops.float() / 127.5 - 1
 
-    def sources(tgt_points, flip):  # the warp-guided G reads all K shots, mirrored with their target; base G none
-        if not getattr(G, "needs_sources", False):
-            return {}
+    def sources(tgt_points, flip):  # all K shots, mirrored with their target (the base G ignores them)
         f = flip[:, None, None, None, None]
         src = torch.where(f, mirrored_frames[None], shot_frames[None])
         src_points = torch.where(f[..., 0], mirrored_pts[None], pts[None])
@@ -173,6 +169,7 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
     gen = torch.Generator().manual_seed(int(opt.seed))
     order: list[int] = []
     weights = {"adv": float(lc.adv_weight), "fm": float(lc.fm_weight)}
+    advice = "try fewer steps or a lower learning rate (lr_g, lr_d)"
     history: list[dict[str, float]] = []
 
     from tqdm.auto import tqdm
@@ -192,34 +189,25 @@ def _finetune(base: BaseModel, shots: list[Shot], e: torch.Tensor, psi0: torch.T
             # G and psi' (D frozen)
             D.requires_grad_(False)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                fake = G.forward_psi(lmk, psi, **sources(p[:, 0], flip))
+                out = G.forward_psi(lmk, psi, **sources(p[:, 0], flip))
+                fake = out.image
                 wd = w.detach().expand(B, -1)
                 scores, feats = D(torch.cat([real, fake]), torch.cat([lmk, lmk]), w=torch.cat([wd, wd]))
             terms = {k: content.weights[k] * v for k, v in content(fake, real).items()}
             terms["adv"] = weights["adv"] * g_hinge(scores[B:])["adv"]
             terms["fm"] = weights["fm"] * feature_matching([f[:B] for f in feats], [f[B:] for f in feats])["fm"]
-            if opt.warp_trust and "synth_use" in getattr(G, "last_reg", {}):
-                terms["synth_use"] = float(opt.warp_trust) * G.last_reg["synth_use"]
-            g_total = sum(terms.values())
-            opt_g.zero_grad(set_to_none=True)
-            g_total.backward()
-            opt_g.step()
+            if opt.warp_trust and "synth_use" in out.reg:
+                terms["synth_use"] = float(opt.warp_trust) * out.reg["synth_use"]
+            where = f"fine-tuning step {step + 1}"
+            logs = update(opt_g, terms, total_name="g_total", where=f"{where} (generator update)", hint=advice)
 
             # D and w'
             D.requires_grad_(True)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 scores, _ = D(torch.cat([real, fake.detach()]), torch.cat([lmk, lmk]), w=w.expand(2 * B, -1))
-            d_total = sum(d_hinge(scores[:B], scores[B:]).values())
-            opt_d.zero_grad(set_to_none=True)
-            d_total.backward()
-            opt_d.step()
-
-            logs = {k: float(v.detach()) for k, v in terms.items()}
-            logs.update(g_total=float(g_total.detach()), d_total=float(d_total.detach()))
-            if not (math.isfinite(logs["g_total"]) and math.isfinite(logs["d_total"])):
-                raise NonFiniteLossError(f"fine-tuning step {step + 1}: non-finite loss "
-                                         f"(g_total={logs['g_total']}, d_total={logs['d_total']}); "
-                                         "try fewer steps or a lower learning rate (lr_g, lr_d)")
+            dlogs = update(opt_d, d_hinge(scores[:B], scores[B:]), total_name="d_total",
+                           where=f"{where} (discriminator update)", hint=advice)
+            logs["d_total"] = dlogs["d_total"]
             history.append(logs)
             bar.update(1)
             if step % 10 == 0 or step + 1 == opt.steps:

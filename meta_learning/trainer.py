@@ -19,7 +19,6 @@ import collections
 import contextlib
 import copy
 import json
-import math
 import os
 import random
 import sys
@@ -40,12 +39,11 @@ from reenact.losses import ContentLoss, d_hinge, embedding_match, feature_matchi
 from reenact.device import resolve_device
 from reenact.checkpoint import (LATEST, atomic_write_text, load_checkpoint, prune_checkpoints, save_checkpoint,
                                 write_latest)
-from reenact.errors import CheckpointError, ReenactError
-from reenact.models import build_discriminator, build_embedder, build_generator
+from reenact.errors import CheckpointError, NonFiniteLossError
+from reenact.gan import update
+from reenact.models import GeneratorOutput, build_discriminator, build_embedder, build_generator
 
-
-class NonFiniteLossError(ReenactError, FloatingPointError):
-    """A loss became NaN/Inf; training stopped before applying the update (the last checkpoint is good)."""
+__all__ = ["Trainer", "EpisodeSampler", "NonFiniteLossError", "mix_seed"]
 
 
 def mix_seed(*values: int) -> int:
@@ -94,22 +92,21 @@ class EpisodeSampler(Sampler):
 class EmbedderGenerator(nn.Module):
     """E and G as one module (one DDP unit for the G/E update):
     ``forward(src (B,K,3,H,W), src_lmk (B,K,3,H,W), tgt_lmk (B,3,H,W), points (B,K+1,68,2))
-    -> (fake (B,3,H,W), e_mean (B,D))``. The warp-guided G also reads the K source frames and the points."""
+    -> (GeneratorOutput, e_mean (B,D))``."""
 
     def __init__(self, E: nn.Module, G: nn.Module):
         super().__init__()
         self.E, self.G = E, G
 
-    def forward(self, src, src_lmk, tgt_lmk, points=None):
+    def forward(self, src, src_lmk, tgt_lmk, points):
         e_mean, _ = self.E(src, src_lmk)
         return generate(self.G, tgt_lmk, e_mean, src, points), e_mean
 
 
 def generate(G: nn.Module, tgt_lmk: torch.Tensor, e: torch.Tensor, src: torch.Tensor,
-             points: torch.Tensor | None) -> torch.Tensor:
-    """G on one episode batch; ``points`` (B, K+1, 68, 2): K source shots then the target."""
-    if not getattr(G, "needs_sources", False):
-        return G(tgt_lmk, e)
+             points: torch.Tensor) -> GeneratorOutput:
+    """G on one episode batch: ``src`` (B, K, 3, H, W) the K shots, ``points`` (B, K+1, 68, 2) their landmarks
+    then the target's (a generator that does not read the shots ignores them)."""
     K = src.shape[1]
     return G(tgt_lmk, e, src=src, src_points=points[:, :K], tgt_points=points[:, K])
 
@@ -201,7 +198,7 @@ class Trainer:
         self.content = ContentLoss(cfg.loss).to(self.device)
         self.weights = {"adv": cfg.loss.adv_weight, "fm": cfg.loss.fm_weight, "mch": cfg.loss.mch_weight,
                         **self.content.weights}
-        # regularisers a generator reports in ``last_reg`` (warp-guided G), by the name it reports them under
+        # regularisers a generator reports in its output's ``reg`` (warp-guided G), by the name it reports them under
         self.reg_weights = {name: float(wt) for name, wt in (("flow_tv", cfg.loss.flow_tv_weight),
                                                              ("synth_use", cfg.loss.warp_trust_weight)) if wt > 0}
         self.weights.update(self.reg_weights)
@@ -241,7 +238,8 @@ class Trainer:
 
     def prepare(self, batch: dict, step: int, augment: bool = True):
         """Collated episodes -> device tensors ``frames (B,K+1,3,R,R)`` in [-1,1], landmark images (same
-        shape) in [-1,1], ``video_index (B,)``. Augmentation randomness is seeded by (seed, step, rank)."""
+        shape) in [-1,1], their ``points (B,K+1,68,2)`` in pixels of R, ``video_index (B,)``. Augmentation
+        randomness is seeded by (seed, step, rank)."""
         dev = self.device
         frames = batch["frames"].to(dev, non_blocking=True)
         points = batch["points"].to(dev, non_blocking=True).float()
@@ -258,8 +256,7 @@ class Trainer:
             scale = torch.tensor([self.R / w, self.R / h], device=dev)
             points = (points + 0.5) * scale - 0.5  # pixel centres stay pixel centres
         lmk = self.rasterize(points, self.R) * 2 - 1
-        self._points = points  # the warp-guided G reads them (see ``generate``)
-        return frames, lmk, vid
+        return frames, lmk, points, vid
 
     def shots(self, step: int) -> int:
         """Shots E and G see at ``step``: K, or with ``train.shots_min`` > 0 uniform in [shots_min, K], so a model
@@ -269,26 +266,18 @@ class Trainer:
             return self.K
         return random.Random(mix_seed(self.tc.seed, step, 0x5407)).randint(lo, self.K)
 
-    def _check_finite(self, terms: dict[str, torch.Tensor], step: int, phase: str) -> dict[str, float]:
-        """One host sync: mean over ranks of all terms; raises NonFiniteLossError naming the step and loss."""
-        names = list(terms)
-        vals = torch.stack([terms[k].detach().float().reshape(()) for k in names])
-        vals = dist_utils.all_reduce_mean(vals, self.env).cpu().tolist()
-        out = dict(zip(names, vals))
-        bad = [k for k, v in out.items() if not math.isfinite(v)]
-        if bad:
+    def _update(self, opt: torch.optim.Optimizer, terms: dict[str, torch.Tensor], step: int, phase: str,
+                **kw) -> dict[str, float]:
+        """``reenact.gan.update`` with this trainer's clipping, mean over ranks and advice on a non-finite loss."""
+        def hint() -> str:
             last = (self.ckpt_dir / LATEST).read_text().strip() if (self.ckpt_dir / LATEST).exists() else None
             where = f"the last good checkpoint is {self.ckpt_dir / last}" if last else "no checkpoint was written"
-            raise NonFiniteLossError(
-                f"step {step + 1} ({phase} update): non-finite loss "
-                + ", ".join(f"{k}={out[k]}" for k in bad)
-                + f"; training stopped before applying it, nothing was saved after it ({where}). "
-                  "Try a lower learning rate, train.grad_clip, or check the data.")
-        return out
+            return (f"training stopped before applying it, nothing was saved after it ({where}). "
+                    "Try a lower learning rate, train.grad_clip, or check the data.")
 
-    def _clip(self, params) -> None:
-        if self.tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.tc.grad_clip, foreach=True)
+        return update(opt, terms, grad_clip=float(self.tc.grad_clip),
+                      reduce=lambda v: dist_utils.all_reduce_mean(v, self.env),
+                      where=f"step {step + 1} ({phase} update)", hint=hint, **kw)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -302,11 +291,11 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         """One G/E update and ``d_steps`` D updates on a collated batch; returns the losses (mean over ranks)."""
         step = self.step
-        frames, lmk, vid = self.prepare(batch, step)
+        frames, lmk, points, vid = self.prepare(batch, step)
         K, B = self.K, frames.shape[0]
         k = self.shots(step)
         if k < K:  # this step sees only the first k shots (the same k on every rank: one graph shape)
-            self._points = torch.cat([self._points[:, :k], self._points[:, K:K + 1]], 1)
+            points = torch.cat([points[:, :k], points[:, K:K + 1]], 1)
         src, src_l = frames[:, :k], lmk[:, :k]
         tgt, tgt_l = self._to_net(frames[:, K]), self._to_net(lmk[:, K])
         w = self.weights
@@ -314,7 +303,8 @@ class Trainer:
         # --- G/E update (D frozen; W detached: its side of L_MCH is applied in the D update)
         self.D.requires_grad_(False)
         with self._autocast():
-            fake, e_mean = self._eg(src, src_l, tgt_l, self._points)
+            out, e_mean = self._eg(src, src_l, tgt_l, points)
+            fake = out.image
             w_i = self.D.W(vid).detach()
             scores, feats = self._D_fast(torch.cat([tgt, fake]), torch.cat([tgt_l, tgt_l]),
                                          w=torch.cat([w_i, w_i]))
@@ -324,15 +314,8 @@ class Trainer:
         terms.update(embedding_match(w_i, e_mean))
         with self._autocast():
             terms.update(self.content(fake, tgt))
-        reg = getattr(self.G, "last_reg", {})
-        terms.update({name: reg[name] for name in self.reg_weights if name in reg})
-        g_total = sum(w[k] * v for k, v in terms.items())
-        terms["g_total"] = g_total
-        logs = self._check_finite(terms, step, "generator")
-        self.opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        self._clip(self.opt_g.param_groups[0]["params"])
-        self.opt_g.step()
+        terms.update({name: out.reg[name] for name in self.reg_weights if name in out.reg})
+        logs = self._update(self.opt_g, terms, step, "generator", weights=w, total_name="g_total")
 
         # --- D update(s)
         self.D.requires_grad_(True)
@@ -343,15 +326,10 @@ class Trainer:
                                     video_index=torch.cat([vid, vid]))
             dterms = d_hinge(scores[:B], scores[B:])
             dterms["mch_d"] = embedding_match(self.D.W(vid), e_d)["mch"]
-            d_total = dterms["d_real"] + dterms["d_fake"] + w["mch"] * dterms["mch_d"]
-            dterms["d_total"] = d_total
-            dterms["real_score"] = scores[:B].detach().float().mean()  # logged with the same host sync
-            dterms["fake_score"] = scores[B:].detach().float().mean()
-            dlogs = self._check_finite(dterms, step, "discriminator")
-            self.opt_d.zero_grad(set_to_none=True)
-            d_total.backward()
-            self._clip(self.opt_d.param_groups[0]["params"])
-            self.opt_d.step()
+            seen = {"real_score": scores[:B].detach().float().mean(),  # logged with the same host sync
+                    "fake_score": scores[B:].detach().float().mean()}
+            dlogs = self._update(self.opt_d, dterms, step, "discriminator", weights={"mch_d": w["mch"]},
+                                 total_name="d_total", logged=seen)
         logs.update(dlogs)
         if self.E_ema is not None:
             self._update_ema()
@@ -359,8 +337,8 @@ class Trainer:
         if every and (step + 1) % every == 0:  # keep copies only when a grid is due (no batch kept alive)
             n = min(B, 4)
             cols = [("source", src[:, 0]), ("landmarks", lmk[:, K]), ("generated", fake_d), ("target", tgt)]
-            aux = getattr(self.G, "last_aux", {})  # warp-guided G: the fused warp and its blend mask
-            cols[2:2] = [(k, aux[k].expand(-1, 3, -1, -1)) for k in ("warp", "mask") if k in aux]
+            # warp-guided G: the fused warp and its blend mask
+            cols[2:2] = [(k, out.aux[k].expand(-1, 3, -1, -1)) for k in ("warp", "mask") if k in out.aux]
             self._last_images = {k: v[:n].detach().float().clone() for k, v in cols}
         self.step += 1
         self.history.append((self.step, logs))
@@ -457,10 +435,10 @@ class Trainer:
         sums: dict[str, float] = collections.defaultdict(float)
         for start in range(0, n, self.batch_size):
             chunk = items[start:start + self.batch_size]
-            frames, lmk, _ = self.prepare(default_collate([ds[it] for it in chunk]), 0, augment=False)
+            frames, lmk, points, _ = self.prepare(default_collate([ds[it] for it in chunk]), 0, augment=False)
             with self._autocast():
                 e, _ = E(frames[:, :self.K], lmk[:, :self.K])
-                fake = generate(G, self._to_net(lmk[:, self.K]), e, frames[:, :self.K], self._points)
+                fake = generate(G, self._to_net(lmk[:, self.K]), e, frames[:, :self.K], points).image
                 tgt = frames[:, self.K]
                 terms = self.content(fake, tgt)
             sums["l1"] += float((fake.float() - tgt.float()).abs().mean()) * len(chunk)

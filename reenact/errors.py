@@ -43,3 +43,8 @@ class MultipleFacesError(InputError):
 
 class CheckpointError(ReenactError):
     """A checkpoint or avatar file is missing, malformed or does not match its base model."""
+
+
+class NonFiniteLossError(ReenactError, FloatingPointError):
+    """A training or fine-tuning loss became NaN/Inf; the update it would have made was not applied. The message
+    names the step, the update (generator / discriminator) and the losses that were not finite."""

@@ -37,7 +37,7 @@ def test_shapes_and_ranges(cfg, nets):
     assert e_mean.shape == (2, d) and e_k.shape == (2, cfg.data.k_shots, d)
     torch.testing.assert_close(e_mean, e_k.mean(1))
     assert (e_k >= 0).all()  # sum pooling + ReLU
-    fake = G(lmks[:, 0], e_mean)
+    fake = G(lmks[:, 0], e_mean).image
     assert fake.shape == (2, 3, r, r) and fake.abs().max() <= 1
     score, feats = D(fake, lmks[:, 0], video_index=torch.tensor([0, 3]))
     assert score.shape == (2,)
@@ -52,10 +52,10 @@ def test_psi_path_equals_embedding_path(cfg, nets):
         e, _ = E(frames, lmks)
         psi = G.adain_params(e)
         assert psi.shape == (2, G.num_adain_params)
-        torch.testing.assert_close(G(lmks[:, 0], e), G.forward_psi(lmks[:, 0], psi))
+        torch.testing.assert_close(G(lmks[:, 0], e).image, G.forward_psi(lmks[:, 0], psi).image)
         # one psi broadcast over a batch of landmark images (fine-tuning a single person)
-        out = G.forward_psi(lmks[:, 0], psi[:1])
-        torch.testing.assert_close(out[0], G.forward_psi(lmks[:1, 0], psi[:1])[0])
+        out = G.forward_psi(lmks[:, 0], psi[:1]).image
+        torch.testing.assert_close(out[0], G.forward_psi(lmks[:1, 0], psi[:1]).image[0])
         with pytest.raises(ValueError, match="psi has"):
             G.forward_psi(lmks[:, 0], psi[:, :-1])
     finally:
@@ -84,7 +84,7 @@ def test_gradients_reach_every_parameter(cfg, nets):
     for m in nets:
         m.zero_grad(set_to_none=True)
     e, _ = E(frames, lmks)
-    fake = G(lmks[:, 0], e)
+    fake = G(lmks[:, 0], e).image
     score, feats = D(fake, lmks[:, 0], video_index=torch.tensor([0, 1]))
     (score.sum() + sum(f.mean() for f in feats) + fake.mean()).backward()
     for name, m in (("E", E), ("G", G), ("D", D)):
@@ -139,8 +139,10 @@ def test_warp_generator_starts_from_the_warped_source(cfg):
     pts = torch.rand(2, 2, 68, 2) * (R / 2) + R / 4
     e, _ = E(src, torch.zeros_like(src))
     with torch.no_grad():
-        out = G(torch.zeros(2, 3, R, R), e, src=src[:, :1], src_points=pts[:, :1], tgt_points=pts[:, 0])
+        res = G(torch.zeros(2, 3, R, R), e, src=src[:, :1], src_points=pts[:, :1], tgt_points=pts[:, 0])
+    out = res.image
     assert out.shape == (2, 3, R, R)
+    assert set(res.aux) == {"warp", "mask"} and not res.reg  # regularisers only when gradients are on
     assert (out - src[:, 0]).abs().mean() < 0.5 * (out - src[:, 1]).abs().mean()
     with pytest.raises(ValueError, match="needs src"):
         G(torch.zeros(2, 3, R, R), e)

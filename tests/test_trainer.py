@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from meta_learning.trainer import EpisodeSampler, NonFiniteLossError, Trainer
+from torch.utils.data import default_collate
+
+from meta_learning.trainer import EpisodeSampler, Trainer, generate
+from reenact.errors import NonFiniteLossError
 from reenact.checkpoint import load_checkpoint, load_tensors, save_tensors
 from reenact.errors import CheckpointError
 from reenact.config import load_config
@@ -261,7 +264,7 @@ def test_random_shots_and_init_from_weights(tmp_path, standin):
 
 
 def test_warp_regularisers_are_logged_and_act(tmp_path, standin):
-    """``loss.flow_tv_weight`` / ``loss.warp_trust_weight`` add the warp-guided G's ``last_reg`` terms: they are
+    """``loss.flow_tv_weight`` / ``loss.warp_trust_weight`` add the warp-guided G's ``reg`` outputs: they are
     logged, and heavy weights leave a smoother residual flow and a smaller share of the synthesis branch than the
     same run without them."""
     ds = FixedEpisode(standin)
@@ -270,7 +273,10 @@ def test_warp_regularisers_are_logged_and_act(tmp_path, standin):
         t = Trainer(_cfg(tmp_path / name, "model.generator=warp", "train.lr_g=2e-3", "train.augment=false",
                          "train.batch_size=1", "train.checkpoint_every=1000", *extra), dataset=ds)
         logs = dict(t.fit(12))[12]
-        return logs, {k: float(v) for k, v in t.G.last_reg.items()}  # measured by G at its last step either way
+        frames, lmk, points, _ = t.prepare(default_collate([ds[(0, 0)]]), t.step, augment=False)
+        e, _ = t.E(frames[:, :t.K], lmk[:, :t.K])
+        out = generate(t.G, lmk[:, t.K], e, frames[:, :t.K], points)  # measured by the trained G either way
+        return logs, {k: float(v.detach()) for k, v in out.reg.items()}
 
     plain_logs, plain = run("plain")
     assert "flow_tv" not in plain_logs and "synth_use" not in plain_logs  # off by default: loss unchanged

@@ -6,8 +6,8 @@ from reenact.models.base_model import BaseModel, load
 from reenact.models.build import build_discriminator, build_embedder, build_generator, count_params
 from reenact.models.discriminator import Discriminator
 from reenact.models.embedder import Embedder
-from reenact.models.generator import Generator
+from reenact.models.generator import Generator, GeneratorOutput
 from reenact.models.warp_generator import WarpGenerator
 
-__all__ = ["BaseModel", "load", "Embedder", "Generator", "WarpGenerator", "Discriminator", "build_embedder",
-           "build_generator", "build_discriminator", "count_params"]
+__all__ = ["BaseModel", "load", "Embedder", "Generator", "GeneratorOutput", "WarpGenerator", "Discriminator",
+           "build_embedder", "build_generator", "build_discriminator", "count_params"]

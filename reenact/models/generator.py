@@ -3,8 +3,15 @@
 Encoder of the landmark image (residual downsampling blocks with instance norm), residual middle blocks and
 upsampling blocks whose instance-norm affine parameters are person-specific: ``psi = P e`` (AdaIN).
 Fine-tuning (stage 2) can optimise ``psi`` directly through :meth:`Generator.forward_psi`.
+
+Every generator of the project has the call signature of :class:`Generator` (``forward(lmk, e, *, src,
+src_points, tgt_points)``, ``forward_psi(lmk, psi, ...)``) and returns a :class:`GeneratorOutput`: what it
+computed, never kept on the module, so one call cannot leak into the next and callers need not know the
+variant. Generators that do not read the K source shots accept them and ignore them.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -14,14 +21,29 @@ from reenact.models.blocks import (AdaIN, ResBlockAdaIN, ResBlockDown, ResBlockU
                                    conv, linear, log2_int)
 
 
-class Generator(nn.Module):
-    """``forward(lmk (B, 3, H, W) in [-1, 1], e (B, D)) -> image (B, 3, H, W) in [-1, 1]`` (tanh).
+class GeneratorOutput(NamedTuple):
+    """What one generator call computed.
 
-    ``in_channels``/``out_channels`` let the warp-guided variant feed extra inputs (the warped source) and read
-    extra outputs (a blend mask); with ``out_channels != 3`` the output is returned before the tanh.
+    ``image``: ``(B, 3, H, W)`` float32 in [-1, 1]. ``aux``: detached maps for sample grids, each
+    ``(B, C, H, W)`` in [-1, 1] (warp-guided G: ``warp``, the fused warped sources, and ``mask``, the blend
+    mask); empty for the base G. ``reg``: scalar regularisers with gradients, only when gradients are enabled
+    (warp-guided G: ``flow_tv``, ``synth_use``; a trainer weighs the ones it wants); empty otherwise.
     """
 
-    needs_sources = False  # the base G sees only the target landmarks and the embedding
+    image: torch.Tensor
+    aux: dict[str, torch.Tensor]
+    reg: dict[str, torch.Tensor]
+
+
+class Generator(nn.Module):
+    """``forward(lmk (B, 3, H, W) in [-1, 1], e (B, D)) -> GeneratorOutput`` (image in [-1, 1], tanh).
+
+    ``in_channels``/``out_channels`` let the warp-guided variant feed extra inputs (the warped source) and read
+    extra outputs (a blend mask) through :meth:`decode`, which returns the raw tensor (before the tanh when
+    ``out_channels != 3``).
+    """
+
+    needs_sources = False  # sees only the target landmarks and the embedding: avatars need not carry the shots
 
     def __init__(self, cfg, in_channels: int = 3, out_channels: int = 3):
         super().__init__()
@@ -70,12 +92,20 @@ class Generator(nn.Module):
         """``e (B, D) -> psi (B, num_adain_params)``."""
         return self.P(e.float()).float()
 
-    def forward(self, lmk: torch.Tensor, e: torch.Tensor, **sources) -> torch.Tensor:
+    def forward(self, lmk: torch.Tensor, e: torch.Tensor, *, src: torch.Tensor | None = None,
+                src_points: torch.Tensor | None = None, tgt_points: torch.Tensor | None = None) -> GeneratorOutput:
         return self.forward_psi(lmk, self.adain_params(e))
 
-    def forward_psi(self, lmk: torch.Tensor, psi: torch.Tensor, **sources) -> torch.Tensor:
-        """``lmk (B, 3, H, W)``, ``psi (B, num_adain_params)`` (or (1, n), broadcast) -> image (B, 3, H, W).
-        ``sources`` (the warp variant's inputs) are accepted and ignored, so callers need not branch."""
+    def forward_psi(self, lmk: torch.Tensor, psi: torch.Tensor, *, src: torch.Tensor | None = None,
+                    src_points: torch.Tensor | None = None,
+                    tgt_points: torch.Tensor | None = None) -> GeneratorOutput:
+        """``lmk (B, 3, H, W)``, ``psi (B, num_adain_params)`` (or (1, n), broadcast) -> the image.
+        The sources (the warp-guided variant's inputs) are accepted and ignored, so callers need not branch."""
+        return GeneratorOutput(self.decode(lmk, psi), {}, {})
+
+    def decode(self, lmk: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        """The network on ``lmk (B, in_channels, H, W)``: ``(B, out_channels, H, W)`` float32, tanh'ed when
+        ``out_channels == 3``."""
         if psi.shape[-1] != self.num_adain_params:
             raise ValueError(f"psi has {psi.shape[-1]} values, generator expects {self.num_adain_params}")
         if psi.shape[0] != lmk.shape[0]:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reenact.models.generator import Generator
+from reenact.models.generator import Generator, GeneratorOutput
 
 MAX_FLOW = 0.125  # bound of the residual flow, as a fraction of the image side (tanh-scaled)
 MASK_BIAS = 2.0  # initial blend-mask logit: sigmoid(2) = 0.88 towards the warped source
@@ -73,26 +73,24 @@ class FlowNet(nn.Module):
 
 class WarpGenerator(nn.Module):
     """``forward(lmk (B,3,H,W), e (B,D), *, src (B,K,3,H,W) in [-1,1], src_points (B,K,68,2),
-    tgt_points (B,68,2)) -> image (B,3,H,W) in [-1,1]``; points are pixels of the H x W images.
+    tgt_points (B,68,2)) -> GeneratorOutput`` (image (B,3,H,W) in [-1,1]); points are pixels of the H x W images.
 
-    Same AdaIN interface as :class:`Generator` (``adain_params``, ``forward_psi``, ``num_adain_params``, ``P``),
-    so fine-tuning works the same way; the sources are the K shots (in stage 2, the user's photos).
-    ``last_aux`` keeps the fused warp and mask of the last call (detached) for sample grids; ``last_reg`` the
-    regularisers of the last call, with gradients (the trainer weighs them: ``loss.flow_tv_weight``,
-    ``loss.warp_trust_weight``): ``flow_tv``, the mean absolute difference of the residual flow between neighbour
-    pixels (in pixels): a flow that varies from pixel to pixel resamples the texture unevenly and blurs it;
-    ``synth_use``, the mean of ``1 - mask``: how much of the image the synthesis branch paints.
+    Same interface as :class:`Generator` (``adain_params``, ``forward_psi``, ``num_adain_params``, ``P``), so
+    fine-tuning works the same way; the sources are the K shots (in stage 2, the user's photos), required here.
+    The output's ``aux`` holds the fused warp and the blend mask (detached) for sample grids; its ``reg``, with
+    gradients (the trainer weighs them: ``loss.flow_tv_weight``, ``loss.warp_trust_weight``): ``flow_tv``, the
+    mean absolute difference of the residual flow between neighbour pixels (in pixels): a flow that varies from
+    pixel to pixel resamples the texture unevenly and blurs it; ``synth_use``, the mean of ``1 - mask``: how much
+    of the image the synthesis branch paints.
     """
 
-    needs_sources = True
+    needs_sources = True  # reads the K shots: avatars carry their crops
 
     def __init__(self, cfg):
         super().__init__()
         self.flow = FlowNet(6, width=max(16, cfg.base_channels), scale=4)
         self.synth = Generator(cfg, in_channels=3 + 3 + 1, out_channels=4)
         self.embed_dim = cfg.embed_dim
-        self.last_aux: dict[str, torch.Tensor] = {}
-        self.last_reg: dict[str, torch.Tensor] = {}
 
     @property
     def P(self):
@@ -105,12 +103,14 @@ class WarpGenerator(nn.Module):
     def adain_params(self, e: torch.Tensor) -> torch.Tensor:
         return self.synth.adain_params(e)
 
-    def forward(self, lmk: torch.Tensor, e: torch.Tensor, **sources) -> torch.Tensor:
-        return self.forward_psi(lmk, self.adain_params(e), **sources)
+    def forward(self, lmk: torch.Tensor, e: torch.Tensor, *, src: torch.Tensor | None = None,
+                src_points: torch.Tensor | None = None, tgt_points: torch.Tensor | None = None) -> GeneratorOutput:
+        return self.forward_psi(lmk, self.adain_params(e), src=src, src_points=src_points, tgt_points=tgt_points)
 
-    def warp_sources(self, lmk: torch.Tensor, src: torch.Tensor, src_points: torch.Tensor,
-                     tgt_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused warp of the K sources to the target: ``(warp (B,3,H,W), confidence (B,1,H,W) in [0,1])``."""
+    def warp_sources(self, lmk: torch.Tensor, src: torch.Tensor, src_points: torch.Tensor, tgt_points: torch.Tensor,
+                     reg: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused warp of the K sources to the target: ``(warp (B,3,H,W), confidence (B,1,H,W) in [0,1])``;
+        adds ``flow_tv`` to ``reg`` when given and gradients are enabled."""
         from reenact.warp import tps_map
 
         B, K, C, H, W = src.shape
@@ -124,9 +124,9 @@ class WarpGenerator(nn.Module):
             warped = sample(flat_src, coords)
         lmk_rep = lmk.repeat_interleave(K, 0)
         flow, logit = self.flow(torch.cat([lmk_rep.to(warped.dtype), warped], 1).to(lmk.dtype))
-        if torch.is_grad_enabled():  # training only: rendering skips the extra passes over the flow
+        if reg is not None and torch.is_grad_enabled():  # training only: rendering skips the extra passes
             f = flow.float()
-            self.last_reg["flow_tv"] = ((f[..., 1:, :] - f[..., :-1, :]).abs().mean()
+            reg["flow_tv"] = ((f[..., 1:, :] - f[..., :-1, :]).abs().mean()
                                         + (f[..., :, 1:] - f[..., :, :-1]).abs().mean())
         with torch.autocast(device_type=src.device.type, enabled=False):
             refined = sample(flat_src, coords + flow.float().permute(0, 2, 3, 1))
@@ -137,7 +137,8 @@ class WarpGenerator(nn.Module):
         return fused, conf
 
     def forward_psi(self, lmk: torch.Tensor, psi: torch.Tensor, *, src: torch.Tensor | None = None,
-                    src_points: torch.Tensor | None = None, tgt_points: torch.Tensor | None = None) -> torch.Tensor:
+                    src_points: torch.Tensor | None = None,
+                    tgt_points: torch.Tensor | None = None) -> GeneratorOutput:
         if src is None or src_points is None or tgt_points is None:
             raise ValueError("the warp-guided generator needs src, src_points and tgt_points (the K shots)")
         if psi.shape[0] != lmk.shape[0]:
@@ -145,15 +146,15 @@ class WarpGenerator(nn.Module):
         if src.shape[0] != lmk.shape[0]:  # one set of shots for a batch of targets (rendering an avatar)
             src = src.expand(lmk.shape[0], *src.shape[1:])
             src_points = src_points.expand(lmk.shape[0], *src_points.shape[1:])
-        fused, conf = self.warp_sources(lmk, src, src_points, tgt_points)
+        reg: dict[str, torch.Tensor] = {}
+        fused, conf = self.warp_sources(lmk, src, src_points, tgt_points, reg)
         x = torch.cat([lmk, fused.to(lmk.dtype), (conf * 2 - 1).to(lmk.dtype)], 1)
         if lmk.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
-        raw = self.synth.forward_psi(x, psi)
+        raw = self.synth.decode(x, psi)
         synth = torch.tanh(raw[:, :3])
         mask = torch.sigmoid(raw[:, 3:4] + MASK_BIAS)
         out = mask * fused.float() + (1 - mask) * synth
-        self.last_aux = {"warp": fused.detach(), "mask": mask.detach() * 2 - 1}
         if torch.is_grad_enabled():
-            self.last_reg["synth_use"] = (1 - mask).mean()
-        return out
+            reg["synth_use"] = (1 - mask).mean()
+        return GeneratorOutput(out, {"warp": fused.detach(), "mask": mask.detach() * 2 - 1}, reg)
