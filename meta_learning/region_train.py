@@ -139,7 +139,7 @@ class RegionTrainer:
         if not log:
             return {}
         logs = self._finite({**terms, **dterms}, "training")
-        logs["mask_mean"] = float(out.mask.float().mean())
+        logs["mask_mean"] = float(out.mask.detach().float().mean())
         return logs
 
     @torch.no_grad()
