@@ -36,6 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
+from reenact.geometry import invert, transform
 from reenact.landmarks.parts import MIRROR_PERMUTATION
 
 KINDS = ("nod", "turn", "tilt", "smile", "brows", "open", "blink")
@@ -294,7 +295,7 @@ def _rotation(pitch: np.ndarray, yaw: np.ndarray, roll: np.ndarray) -> np.ndarra
 def apply_curves(points: np.ndarray, curves: Curves) -> np.ndarray:
     """One face ``points`` ``(68, 2)`` (any pixel frame) animated by ``curves`` -> ``(T, 68, 2)`` float32 in the
     same pixels. Frames where every curve is 0 are exactly ``points``."""
-    from puppeteer.audio.data import apply_affine, canonicalize, invert_affine
+    from puppeteer.audio.data import canonicalize
     from puppeteer.audio.motion import close_eyes
 
     pts = np.asarray(points, np.float64)
@@ -313,7 +314,7 @@ def apply_curves(points: np.ndarray, curves: Curves) -> np.ndarray:
     moved = np.einsum("tij,tnj->tni", rot, xyz)[..., :2] + PIVOT[:2]
     still = (np.abs(curves.pitch) + np.abs(curves.yaw) + np.abs(curves.roll)) == 0
     moved[still] = canon[still]  # exact where the head does not move
-    back = apply_affine(invert_affine(track.to_canonical[0]), moved)
+    back = transform(moved, invert(track.to_canonical[0]))
     changed = np.abs(moved - neutral[None]).reshape(T, -1).max(1) > 0
     out = np.where(changed[:, None, None], back, pts[None])
     return out.astype(np.float32)

@@ -47,6 +47,8 @@ from typing import Iterable, Literal
 
 import numpy as np
 
+from reenact.geometry import compose, fit_similarity, invert, similarity_params, transform
+
 #: Points that do not move with expression: nose bridge, nostrils' base, the four eye corners and the face
 #: contour at the ears (the jaw's hinge, which opening the mouth does not move). The contour points' lever arm
 #: makes the head's rotation and scale several times less noisy than the eyes and nose alone: measured on a
@@ -113,52 +115,6 @@ class RetargetOptions:
         """``"pose,mouth"`` (or an iterable) -> ``("pose", "mouth")``; ``"all"`` -> every part."""
         items = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
         return PARTS if items == ["all"] else tuple(items)
-
-
-# ------------------------------------------------------------------------------------------- similarities
-
-def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) taking ``src`` points onto ``dst``.
-
-    src, dst: ``(..., N, 2)``. Returns ``(..., 2, 3)`` float64 matrices ``M`` with ``dst ~ src @ M[:, :2].T +
-    M[:, 2]``. In 2D the rotation-and-scale is one complex number ``a = sum(conj(zs) zd) / sum(|zs|^2)`` over
-    the centred points (Umeyama's solution without the reflection case, which a face never needs).
-    """
-    s = np.asarray(src, np.float64)
-    d = np.asarray(dst, np.float64)
-    ms, md = s.mean(-2), d.mean(-2)
-    zs = (s[..., 0] - ms[..., None, 0]) + 1j * (s[..., 1] - ms[..., None, 1])
-    zd = (d[..., 0] - md[..., None, 0]) + 1j * (d[..., 1] - md[..., None, 1])
-    a = (np.conj(zs) * zd).sum(-1) / np.maximum((np.abs(zs) ** 2).sum(-1), 1e-12)
-    lin = np.stack([np.stack([a.real, -a.imag], -1), np.stack([a.imag, a.real], -1)], -2)
-    t = md - np.einsum("...ij,...j->...i", lin, ms)
-    return np.concatenate([lin, t[..., None]], -1)
-
-
-def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply ``(..., 2, 3)`` affine maps to ``(..., N, 2)`` points (broadcasting over the leading dims)."""
-    m = np.asarray(m, np.float64)
-    return np.einsum("...ij,...nj->...ni", m[..., :2], np.asarray(points, np.float64)) + m[..., None, :, 2]
-
-
-def invert(m: np.ndarray) -> np.ndarray:
-    """Inverse of ``(..., 2, 3)`` affine maps."""
-    m = np.asarray(m, np.float64)
-    lin = np.linalg.inv(m[..., :2])
-    return np.concatenate([lin, -np.einsum("...ij,...j->...i", lin, m[..., 2])[..., None]], -1)
-
-
-def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The affine map ``x -> a(b(x))`` of ``(..., 2, 3)`` maps."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    lin = a[..., :2] @ b[..., :2]
-    return np.concatenate([lin, (np.einsum("...ij,...j->...i", a[..., :2], b[..., 2]) + a[..., 2])[..., None]], -1)
-
-
-def similarity_params(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(scale, angle in radians, translation (..., 2))`` of ``(..., 2, 3)`` similarity maps."""
-    m = np.asarray(m, np.float64)
-    return np.hypot(m[..., 0, 0], m[..., 1, 0]), np.arctan2(m[..., 1, 0], m[..., 0, 0]), m[..., 2]
 
 
 # ----------------------------------------------------------------------------------------------- measures
@@ -293,7 +249,7 @@ class Retargeter:
         # the mouth does in the driver's reference frame and in the avatar's photo
         self.avatar_closed, self.reference_closed = close_mouth(a), close_mouth(r)
         #: driver reference -> avatar crop (the only map absolute mode uses)
-        self.to_avatar = similarity_fit(r[RIGID], a[RIGID])
+        self.to_avatar = fit_similarity(r[RIGID], a[RIGID])
         self.from_avatar = invert(self.to_avatar)
         scale, angle, _ = similarity_params(self.to_avatar)
         c, s = np.cos(angle), np.sin(angle)
@@ -317,14 +273,14 @@ class Retargeter:
         return out[0] if single else out
 
     def _absolute(self, d: np.ndarray) -> np.ndarray:
-        return apply(self.to_avatar, d)
+        return transform(d, self.to_avatar)
 
     def _relative(self, d: np.ndarray) -> np.ndarray:
         parts, a, r = self.options.parts, self.avatar, self.reference
         # frame -> reference pose; what remains of the frame after it is expression
         d = uncross_lips(d)
-        norm = similarity_fit(d[:, RIGID], r[RIGID])
-        normed = apply(norm, d)
+        norm = fit_similarity(d[:, RIGID], r[RIGID])
+        normed = transform(d, norm)
         delta = normed - r
         out = np.broadcast_to(a, d.shape).copy()
         if "expression" in parts:
@@ -344,7 +300,7 @@ class Retargeter:
         if "pose" in parts:
             # the driver's reference -> frame similarity, carried into the avatar's frame: S . P . S^-1
             pose = compose(self.to_avatar, compose(invert(norm), self.from_avatar))
-            out = apply(pose, out)
+            out = transform(out, pose)
         return out
 
     def _lids(self, out: np.ndarray, openness: np.ndarray) -> None:

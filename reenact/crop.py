@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from reenact import geometry
 from reenact.landmarks.parts import PARTS
 
 
@@ -60,13 +61,13 @@ def crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
 
 
 def invert(m: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(np.asarray(m, np.float32))
+    """The crop's map back to the full frame: ``reenact.geometry.invert`` in the crops' float32."""
+    return geometry.invert(np.asarray(m, np.float32))
 
 
 def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Apply a 2x3 affine map to (..., 2) points."""
-    m = np.asarray(m, np.float32)
-    return (np.asarray(points, np.float32) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    """A 2x3 affine map applied to (..., 2) points: ``reenact.geometry.transform`` in the crops' float32."""
+    return geometry.transform(np.asarray(points, np.float32), np.asarray(m, np.float32))
 
 
 def crop_image(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:

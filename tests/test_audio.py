@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from puppeteer.audio import features as F
-from puppeteer.audio.data import ANIMATED, canonicalize, similarity_fit
+from puppeteer.audio.data import ANIMATED, canonicalize
+from reenact.geometry import fit_similarity
 from reenact.metrics.landmarks import detect_blinks, eye_aspect_ratio
 
 # A held-out identity (PreparedDataset.split(None, 0.1)) on which the shipped expert finds the sync (see the model
@@ -101,7 +102,7 @@ def test_canonical_frame_removes_similarity_and_has_unit_eye_distance(real_face)
     d = c1.displacement
     assert d[-1, 66, 1] - d[0, 66, 1] > 0.05 and np.abs(d[:, 36:48]).max() < 0.01
     assert np.abs(c2.to_pixels(c2.points) - np.stack(moved)).max() < 1e-2
-    m = similarity_fit(track[0], np.stack(moved)[0])
+    m = fit_similarity(track[0], np.stack(moved)[0])
     assert m.shape == (2, 3)
 
 
@@ -169,7 +170,7 @@ def test_motion_is_subtle_seeded_and_off_at_strength_zero(real_face, speech):
     assert not np.array_equal(a, add_natural_motion(still, fps, audio, seed=2))
     assert np.array_equal(add_natural_motion(still, fps, audio, strength=0.0), still.astype(np.float32))
     # head motion: a few degrees, a few percent, and slow
-    m = similarity_fit(still[:, RIGID], a[:, RIGID])
+    m = fit_similarity(still[:, RIGID], a[:, RIGID])
     angle = np.degrees(np.arctan2(m[:, 1, 0], m[:, 0, 0]))
     scale = np.hypot(m[:, 0, 0], m[:, 1, 0])
     iod = np.linalg.norm(real_face[36:42].mean(0) - real_face[42:48].mean(0))

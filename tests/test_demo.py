@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from puppeteer.audio.data import RIGID, canonicalize, similarity_fit
+from puppeteer.audio.data import RIGID, canonicalize
 from puppeteer.motion_script import (KINDS, PRESETS, Gesture, Script, motion_script, num_frames,
                                      script_curves)
 from puppeteer.retarget import eye_distance, eye_openness, mouth_opening, mouth_width
+from reenact.geometry import fit_similarity
 
 LIDS = np.array([37, 38, 40, 41, 43, 44, 46, 47])
 NOT_LIDS = np.setdiff1d(np.arange(68), LIDS)
@@ -76,7 +77,7 @@ def test_the_face_keeps_its_shape_ratios(face):
 
     rel = ratios(tr, iod[:, None]) / ratios(face, eye_distance(face))
     assert np.abs(rel - 1).max() < 0.12, np.abs(rel - 1).max(0)
-    m = similarity_fit(tr[:, RIGID], face[RIGID])
+    m = fit_similarity(tr[:, RIGID], face[RIGID])
     aligned = np.einsum("tij,tnj->tni", m[:, :, :2], tr[:, RIGID]) + m[:, None, :, 2]
     err = np.linalg.norm(aligned - face[RIGID], axis=-1).max(1) / eye_distance(face)
     assert err.max() < 0.1, err.max()

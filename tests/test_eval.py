@@ -8,8 +8,9 @@ import pytest
 
 from reenact import io
 from reenact.cli import main
-from reenact.metrics.evaluate import (EvalOptions, ModelRenderer, RIGID, apply_affine, nearest_source, retarget,
-                                      run_eval, select_frames, similarity)
+from reenact.geometry import fit_similarity, transform
+from reenact.metrics.evaluate import (EvalOptions, ModelRenderer, RIGID, nearest_source, retarget, run_eval,
+                                      select_frames)
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +161,8 @@ def test_sampling_and_alignment_helpers():
     pts = rng.uniform(0, 100, (68, 2)).astype(np.float32)
     ang = np.radians(10)
     m = np.array([[1.2 * np.cos(ang), -1.2 * np.sin(ang), 5], [1.2 * np.sin(ang), 1.2 * np.cos(ang), -3]])
-    moved = apply_affine(pts, m)
-    assert np.allclose(similarity(pts[RIGID], moved[RIGID]), m, atol=1e-4)
+    moved = transform(pts, m).astype(np.float32)
+    assert np.allclose(fit_similarity(pts[RIGID], moved[RIGID]), m, atol=1e-4)
     driver = np.stack([pts, pts + [2, 0]])
     out = retarget(driver, moved)  # the driver mapped onto the source; its own motion (2 px) is kept, scaled
     assert np.allclose(out[0], moved, atol=1e-3)

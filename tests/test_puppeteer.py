@@ -9,10 +9,10 @@ import pytest
 
 from puppeteer.drive import Camera, puppeteer_video, track_driver
 from puppeteer.measure import RATIOS, jitter, shape_ratios
-from puppeteer.retarget import (RetargetOptions, Retargeter, apply, choose_reference, compose, eye_openness,
-                                invert, mouth_opening, retarget, similarity_fit)
+from puppeteer.retarget import RetargetOptions, Retargeter, choose_reference, eye_openness, mouth_opening, retarget
 from reenact import io
 from reenact.errors import InputError, NoFaceError
+from reenact.geometry import fit_similarity, transform
 
 FRAMES = 30  # driver frames for the rendering tests: 1.2 s at 25 fps
 
@@ -74,18 +74,6 @@ def driver(tmp_path_factory, speech_clip) -> Path:
     return _write_driver(speech_clip, tmp_path_factory.mktemp("drv") / "driver.mp4")
 
 
-# ------------------------------------------------------------------------------------------- geometry
-
-def test_similarity_fit_recovers_a_known_transform():
-    rng = np.random.default_rng(0)
-    src = rng.uniform(0, 100, (15, 2))
-    a = 1.3 * np.exp(1j * np.deg2rad(12))
-    m = np.array([[a.real, -a.imag, 5.0], [a.imag, a.real, -7.0]])
-    dst = apply(m, src) + rng.normal(0, 1e-6, src.shape)
-    np.testing.assert_allclose(similarity_fit(src, dst), m, atol=1e-5)
-    np.testing.assert_allclose(apply(compose(invert(m), m), src), src, atol=1e-9)
-
-
 def test_options_are_checked_and_gaze_is_explained():
     with pytest.raises(ValueError, match="no pupils"):
         RetargetOptions(parts=("pose", "gaze"))
@@ -111,10 +99,10 @@ def test_head_pose_moves_the_avatar_by_the_same_rotation_and_scale(raw_track, po
     np.testing.assert_allclose(out[0][face], portrait_points[face], atol=1e-3)
     # pure head motion: that face rotated and scaled like the driver's, nothing else changes
     for k, (deg, s) in enumerate(((10, 1.1), (-15, 0.9)), start=1):
-        m = similarity_fit(out[0], out[k])
+        m = fit_similarity(out[0], out[k])
         scale, angle = np.hypot(m[0, 0], m[1, 0]), np.rad2deg(np.arctan2(m[1, 0], m[0, 0]))
         assert scale == pytest.approx(s, abs=1e-4) and angle == pytest.approx(deg, abs=1e-3)
-        np.testing.assert_allclose(apply(m, out[0]), out[k], atol=1e-3)
+        np.testing.assert_allclose(transform(out[0], m), out[k], atol=1e-3)
 
 
 def test_blinks_close_the_avatars_eyes_and_its_lips_never_cross(raw_track, portrait_points):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reenact.geometry import compose, fit_similarity, invert, transform
 from reenact.landmarks.parts import LEFT_EYE, MIRROR_PERMUTATION, MOUTH, RIGHT_EYE
 
 from puppeteer.audio import features as F
@@ -24,38 +25,6 @@ JAW = np.arange(0, 17)
 BROWS = np.arange(17, 27)
 ANIMATED = np.concatenate([JAW, MOUTH])  # the points the audio-to-landmark model drives (37)
 MOUTH_IN_ANIMATED = np.arange(len(JAW), len(ANIMATED))  # positions of the 20 mouth points within ANIMATED
-
-
-# ------------------------------------------------------------------------------------------- geometry
-
-def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (Umeyama) mapping ``src`` onto ``dst``, batched: ``(..., N, 2)`` and ``(N, 2)`` or
-    ``(..., N, 2)`` -> ``(..., 2, 3)`` matrices ``[sR | t]``."""
-    src = np.asarray(src, np.float64)
-    dst = np.broadcast_to(np.asarray(dst, np.float64), src.shape)
-    ms, md = src.mean(-2, keepdims=True), dst.mean(-2, keepdims=True)
-    s, d = src - ms, dst - md
-    # In complex form a 2-D similarity is multiplication by one complex number: the closed-form fit is a ratio.
-    zs, zd = s[..., 0] + 1j * s[..., 1], d[..., 0] + 1j * d[..., 1]
-    a = (np.conj(zs) * zd).sum(-1) / np.maximum((np.abs(zs) ** 2).sum(-1), 1e-12)
-    m = np.zeros(src.shape[:-2] + (2, 3))
-    m[..., 0, 0], m[..., 0, 1] = a.real, -a.imag
-    m[..., 1, 0], m[..., 1, 1] = a.imag, a.real
-    m[..., :, 2] = md[..., 0, :] - np.einsum("...ij,...j->...i", m[..., :, :2], ms[..., 0, :])
-    return m
-
-
-def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``(..., 2, 3)`` applied to ``(..., N, 2)``."""
-    return np.einsum("...ij,...nj->...ni", m[..., :, :2], points) + m[..., None, :, 2]
-
-
-def invert_affine(m: np.ndarray) -> np.ndarray:
-    a = np.linalg.inv(m[..., :, :2])
-    out = np.zeros_like(m)
-    out[..., :, :2] = a
-    out[..., :, 2] = -np.einsum("...ij,...j->...i", a, m[..., :, 2])
-    return out
 
 
 def eye_centres(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +48,7 @@ class CanonicalTrack:
 
     def to_pixels(self, canonical: np.ndarray) -> np.ndarray:
         """Canonical points (T, 68, 2) back into each frame's pixels."""
-        return apply_affine(invert_affine(self.to_canonical), canonical).astype(np.float32)
+        return transform(canonical, invert(self.to_canonical)).astype(np.float32)
 
 
 def canonicalize(points: np.ndarray, valid: np.ndarray | None = None) -> CanonicalTrack:
@@ -99,18 +68,17 @@ def canonicalize(points: np.ndarray, valid: np.ndarray | None = None) -> Canonic
         v = np.ones(len(p), bool)
     right, left = eye_centres(p)
     pair = np.stack([right, left], -2)  # (T, 2, 2)
-    coarse_m = similarity_fit(pair, np.array([[-0.5, 0.0], [0.5, 0.0]]))
-    coarse = apply_affine(coarse_m, p)
+    coarse_m = fit_similarity(pair, np.array([[-0.5, 0.0], [0.5, 0.0]]))
+    coarse = transform(p, coarse_m)
     template = np.median(coarse[v][:, RIGID], axis=0)
-    m = similarity_fit(p[:, RIGID], template)
-    canon = apply_affine(m, p)
+    m = fit_similarity(p[:, RIGID], template)
+    canon = transform(p, m)
     neutral = canon[v].mean(0)
     # Re-centre so the neutral's eye centres sit exactly at (+-0.5, 0): the unit stays the inter-ocular distance.
-    fix = similarity_fit(np.stack(eye_centres(neutral))[None], np.array([[-0.5, 0.0], [0.5, 0.0]]))[0]
-    canon = apply_affine(fix, canon)
-    neutral = apply_affine(fix, neutral[None])[0]
-    full = np.concatenate([fix[:, :2] @ m[..., :, :2], (fix[:, :2] @ m[..., :, 2:] + fix[:, 2:])], -1)
-    return CanonicalTrack(canon.astype(np.float32), neutral.astype(np.float32), full)
+    fix = fit_similarity(np.stack(eye_centres(neutral))[None], np.array([[-0.5, 0.0], [0.5, 0.0]]))[0]
+    canon = transform(canon, fix)
+    neutral = transform(neutral[None], fix)[0]
+    return CanonicalTrack(canon.astype(np.float32), neutral.astype(np.float32), compose(fix, m))
 
 
 def mirror(disp: np.ndarray) -> np.ndarray:

@@ -80,9 +80,9 @@ def _to_canonical(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _from_canonical(canon: np.ndarray, to_canonical: np.ndarray) -> np.ndarray:
-    from puppeteer.audio.data import apply_affine, invert_affine
+    from reenact.geometry import invert, transform
 
-    return apply_affine(invert_affine(to_canonical), canon).astype(np.float32)
+    return transform(canon, invert(to_canonical)).astype(np.float32)
 
 
 def _close_crossed_lips(points: np.ndarray) -> np.ndarray:

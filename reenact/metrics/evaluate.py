@@ -47,6 +47,7 @@ from typing import Literal, Protocol, Sequence
 import numpy as np
 
 from reenact.errors import InputError
+from reenact.geometry import fit_similarity, transform
 from reenact.landmarks.parts import MOUTH
 
 Protocol_ = Literal["self", "cross", "speech", "user"]
@@ -255,30 +256,11 @@ def select_frames(valid: np.ndarray, k: int, m: int) -> tuple[np.ndarray | None,
     return src, tgt
 
 
-def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """(2, 3) least-squares similarity (rotation, uniform scale, translation) mapping points ``src`` onto
-    ``dst`` (P, 2) (Umeyama 1991, without reflection)."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    cov = b.T @ a / len(src)
-    u, s, vt = np.linalg.svd(cov)
-    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rot = u @ d @ vt
-    scale = np.trace(np.diag(s) @ d) / (a ** 2).sum(1).mean()
-    t = md - scale * rot @ ms
-    return np.concatenate([scale * rot, t[:, None]], 1)
-
-
-def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
-    return (np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
-
-
 def retarget(driver_points: np.ndarray, source_points: np.ndarray) -> np.ndarray:
     """Naive retargeting: the driver's landmarks (N, 68, 2) moved by the similarity that aligns the driver's
     first frame to ``source_points`` (68, 2) on the rigid points."""
-    m = similarity(driver_points[0][RIGID], source_points[RIGID])
-    return apply_affine(driver_points, m)
+    m = fit_similarity(driver_points[0][RIGID], source_points[RIGID])
+    return transform(driver_points, m).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -339,7 +321,7 @@ def cross_metrics(fake: np.ndarray, tgt_points: np.ndarray, source_desc: np.ndar
         out["csim"][i] = csim(f.descriptor, source_desc)
         if driver_descs[i] is not None:
             out["acd_driver"][i] = acd(f.descriptor, driver_descs[i])
-        aligned = apply_affine(f.points, similarity(f.points[RIGID], tgt_points[i][RIGID]))
+        aligned = transform(f.points, fit_similarity(f.points[RIGID], tgt_points[i][RIGID])).astype(np.float32)
         out["lmd_mouth"][i] = lmd(aligned, tgt_points[i], MOUTH)
         out["pose_err"][i] = pose_error(head_pose(f.points, (h, w)), head_pose(tgt_points[i], (h, w)))
     out["face_found"] = found

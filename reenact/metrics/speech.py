@@ -67,9 +67,10 @@ BLINK_RELATIVE = 0.75
 
 def align_rigid(track: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Each frame of ``track`` (T, 68, 2) moved by the similarity mapping its rigid points onto ``ref``'s."""
-    from reenact.metrics.evaluate import RIGID, apply_affine, similarity
+    from reenact.geometry import fit_similarity, transform
+    from reenact.metrics.evaluate import RIGID
 
-    return np.stack([apply_affine(t, similarity(t[RIGID], r[RIGID])) for t, r in zip(track, ref)])
+    return np.stack([transform(t, fit_similarity(t[RIGID], r[RIGID])).astype(np.float32) for t, r in zip(track, ref)])
 
 
 def opening(points: np.ndarray) -> np.ndarray:
