@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,72 @@ def test_two_users_at_once(handlers, photo, driver):
     assert all(io.probe(o.path).num_frames == DRIVER_FRAMES for o in results)
 
 
+def test_closing_a_session_deletes_its_results(handlers, photo, driver):
+    o = handlers.animate(str(photo), driver="video", video=str(driver), session="abc123")
+    other = handlers.personalise([str(photo)], steps=0, session="def456")
+    assert o.path.is_relative_to(handlers.work_dir / "session-abc123")
+    handlers.end_session("abc123")
+    assert not o.path.exists() and other.path.is_file()
+
+
+def _get(url: str, host: str) -> int:
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_server_answers_only_this_machine_and_keeps_no_files(tiny_checkpoint, monkeypatch, capsys):
+    """Bound to 127.0.0.1 it refuses requests for other host names (DNS rebinding); its caches are private
+    (0700) and gone when it stops, with GRADIO_TEMP_DIR as it was before."""
+    from reenact.app import launch
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    page_app, url = launch(AppConfig(checkpoint=tiny_checkpoint, device="cpu"), port=_free_port(), block=False)
+    try:
+        cache = Path(os.environ["GRADIO_TEMP_DIR"])
+        work = Path(capsys.readouterr().out.split("outputs in ", 1)[1].split(",", 1)[0])
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        assert _get(url, f"127.0.0.1:{port}") == 200 and _get(url, f"localhost:{port}") == 200
+        assert _get(url, f"attacker.example:{port}") == 400
+        assert all((d.stat().st_mode & 0o777) == 0o700 for d in (cache, work))
+    finally:
+        page_app.close()
+    assert not cache.exists() and not work.exists() and "GRADIO_TEMP_DIR" not in os.environ
+
+
+def test_app_stopped_by_sigterm_deletes_its_folders(tiny_checkpoint):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "reenact.cli", "app", "--checkpoint", str(tiny_checkpoint),
+                              "--device", "cpu", "--port", str(_free_port())], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        lines = []
+        for line in child.stdout:
+            lines.append(line)
+            m = re.search(r"outputs in (\S+), uploads in (\S+);", line)
+            if m:
+                break
+        assert m, "".join(lines)
+        folders = [Path(m.group(1)), Path(m.group(2))]
+        assert all(f.is_dir() and (f.stat().st_mode & 0o777) == 0o700 for f in folders)
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+    assert not any(f.exists() for f in folders), folders
+
+
 # ------------------------------------------------------------------------------------------- browser
 
 def _free_port() -> int:
@@ -199,9 +266,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_PLAYING = """([sel, old]) => { const v = document.querySelector(sel + ' video');
+    return v && v.src !== old && v.readyState >= 2 && v.duration > 0
+        && {src: v.src, duration: v.duration, w: v.videoWidth, h: v.videoHeight}; }"""
+
+
+def _wait_playing(page, sel: str, old: str = "") -> dict:
+    """Wait until the result video ``sel`` holds a new file the browser can play; its src, duration, size."""
+    return page.wait_for_function(_PLAYING, arg=[sel, old], timeout=180_000).json_value()
+
+
+def _toast(page, text: str) -> str:
+    toast = page.locator(".toast-body", has_text=text).first
+    toast.wait_for(timeout=60_000)
+    return toast.inner_text()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on this machine (apt-get install chromium): "
                                              "the end-to-end browser test needs Debian's chromium")
-def test_browser_upload_animate_and_play(tiny_checkpoint, driver, tmp_path):
+def test_browser_all_three_tabs(tiny_checkpoint, driver, tmp_path):
+    """One run through every tab in a real browser: Animate by video and by text, Personalise -> download the
+    avatar, Puppeteer with that avatar; each result plays, mistakes come back as messages in the page; the
+    uploads stay in the server's private cache, and closing the page deletes its results."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     from reenact.app import launch
     from reenact.app.ui import example_portraits
@@ -214,38 +300,76 @@ def test_browser_upload_animate_and_play(tiny_checkpoint, driver, tmp_path):
     shots = Path(os.environ.get("REENACT_APP_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     checkpoint = os.environ.get("REENACT_APP_CHECKPOINT") or tiny_checkpoint
-    page_app, url = launch(AppConfig(checkpoint=checkpoint, device="cpu", work_dir=tmp_path / "out"),
-                           port=_free_port(), block=False)
+    work = tmp_path / "out"
+    page_app, url = launch(AppConfig(checkpoint=checkpoint, device="cpu", work_dir=work), port=_free_port(),
+                           block=False)
     assert url.startswith("http://127.0.0.1:")
+    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    fake = tmp_path / "fake.safetensors"
+    fake.write_text("not an avatar")
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
             page.goto(url)
             page.wait_for_selector("#animate_button")
+            # Animate, by video
             page.locator("#portrait input[type=file]").set_input_files(portrait)
             page.locator("#driver_video input[type=file]").set_input_files(str(driver))
             page.wait_for_selector("#driver_video video")
             page.click("#animate_button")
-            page.wait_for_function(
-                "() => { const v = document.querySelector('#animate_result video');"
-                " return v && v.readyState >= 2 && v.duration > 0; }", timeout=180_000)
-            got = page.evaluate("() => { const v = document.querySelector('#animate_result video');"
-                                " return {src: v.src, duration: v.duration, w: v.videoWidth, h: v.videoHeight}; }")
+            got = _wait_playing(page, "#animate_result")
             assert got["src"].startswith(url) and got["src"].endswith(".mp4")
             assert abs(got["duration"] - DRIVER_FRAMES / 25) < 0.1 and got["w"] == 512 == got["h"]
             assert "Marked as synthetic" in page.locator("#animate_status").inner_text()
             page.screenshot(path=str(shots / "app_animate.png"), full_page=True)
-            # a user mistake comes back as a message in the page, not a stack trace
+            # Animate, by text: a forgotten text is a message in the page, not a stack trace; then it speaks
             page.locator("#driver label").filter(has_text="text").click()
             page.click("#animate_button")
-            toast = page.locator(".toast-body").first
-            toast.wait_for(timeout=60_000)
-            assert "type the text to say" in toast.inner_text() and "Traceback" not in page.content()
+            assert "type the text to say" in _toast(page, "type the text") and "Traceback" not in page.content()
             page.wait_for_timeout(800)  # the toast fades in
             page.screenshot(path=str(shots / "app_error.png"), full_page=True)
+            page.locator("#speech_text textarea").fill("Hello.")
+            page.click("#animate_button")
+            spoken = _wait_playing(page, "#animate_result", got["src"])
+            assert spoken["w"] == 512 and 0.2 < spoken["duration"] < 3
+            # Personalise -> download the avatar
+            page.get_by_role("tab", name="Personalise").click()
+            page.locator("#photos input[type=file]").set_input_files(portrait)
+            steps = page.locator("#p_steps input[type=number]")
+            steps.fill("0")
+            steps.press("Enter")
+            page.click("#personalise_button")
+            page.locator("#personalise_status", has_text="avatar of 1 photo(s), 0 steps").wait_for(timeout=120_000)
+            with page.expect_download() as dl:
+                page.locator("#avatar_file a").first.click()
+            avatar = tmp_path / "downloaded.safetensors"
+            dl.value.save_as(avatar)
+            assert avatar.stat().st_size > 1000
+            # Puppeteer: a file that is no avatar is answered in the page; the downloaded one drives
+            page.get_by_role("tab", name="Puppeteer").click()
+            page.locator("#q_video input[type=file]").set_input_files(str(driver))
+            page.wait_for_selector("#q_video video")
+            page.locator("#avatar_in input[type=file]").set_input_files(str(fake))
+            page.click("#puppeteer_button")
+            assert "fake.safetensors: not a readable safetensors file" in _toast(page, "fake.safetensors")
+            page.locator("#avatar_in button[aria-label='Clear']").first.click()
+            page.locator("#avatar_in input[type=file]").set_input_files(str(avatar))
+            page.click("#puppeteer_button")
+            driven = _wait_playing(page, "#puppeteer_result")
+            assert abs(driven["duration"] - DRIVER_FRAMES / 25) < 0.1 and driven["w"] == 512
+            assert "Marked as synthetic" in page.locator("#puppeteer_status").inner_text()
+            page.screenshot(path=str(shots / "app_puppeteer.png"), full_page=True)
+            # the uploads went to this server's own cache, which no other local user can enter
+            assert (cache.stat().st_mode & 0o777) == 0o700 and list(cache.rglob("astronaut.png"))
+            assert len(list(work.glob("session-*/*"))) == 4  # 2 animations, 1 avatar, 1 drive
             browser.close()
+        deadline = time.monotonic() + 30  # Gradio notices the closed page by its missing heartbeat
+        while list(work.glob("session-*")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert list(work.glob("session-*")) == [], "closing the page did not delete its results"
     finally:
         page_app.close()
+    assert not cache.exists() and os.environ.get("GRADIO_TEMP_DIR") != str(cache)

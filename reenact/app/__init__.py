@@ -124,9 +124,9 @@ def launch(config: AppConfig | None = None, host: str = "127.0.0.1", port: int =
         cleanup()
         raise
     atexit.register(cleanup)
-    print(f"reenact app: {url} ({model}); outputs in {handlers.work_dir}, uploads in {cache.path}; Ctrl-C stops it",
-          flush=True)
+    ready = f"reenact app: {url} ({model}); outputs in {handlers.work_dir}, uploads in {cache.path}; Ctrl-C stops it"
     if not block:
+        print(ready, flush=True)
         close = page.close
 
         def close_and_clean(*args, **kwargs):
@@ -138,6 +138,7 @@ def launch(config: AppConfig | None = None, host: str = "127.0.0.1", port: int =
         page.close = close_and_clean  # the caller's page.close() also deletes the server's folders
         return page, url
     try:
+        print(ready, flush=True)
         page.block_thread()
     finally:
         page.close()

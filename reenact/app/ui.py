@@ -1,6 +1,6 @@
 """The Gradio page: three tabs over :class:`reenact.app.handlers.Handlers`. Layout only; the work is there."""
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Gradio finds the ``request: gr.Request`` parameter of a handler
+# by its annotation, which must then be the class, not a string naming a module imported inside build().
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,7 +102,7 @@ def build(handlers: Handlers) -> "gr.Blocks":
                     driver = gr.Radio(list(DRIVERS), value="video", label="Driven by", elem_id="driver")
                     video = gr.Video(label="Driver video (a face talking)", sources=["upload"], elem_id="driver_video")
                     audio = gr.Audio(label="Speech audio", type="filepath", sources=["upload"], visible=False)
-                    text = gr.Textbox(label="Text to say (offline TTS)", lines=3, visible=False)
+                    text = gr.Textbox(label="Text to say (offline TTS)", lines=3, visible=False, elem_id="speech_text")
                     voice = gr.Dropdown(list(cfg.voices), value="en", label="Voice", visible=False)
                     with gr.Accordion("Options", open=False):
                         steps = gr.Slider(value=0, label="Fine-tuning steps (0: instant, feed-forward)", **steps_kw)
@@ -121,28 +121,30 @@ def build(handlers: Handlers) -> "gr.Blocks":
             with gr.Row():
                 with gr.Column():
                     photos = gr.File(label="Photos of one person (1 to %d)" % cfg.max_shots, file_count="multiple",
-                                     file_types=["image"])
-                    p_steps = gr.Slider(value=min(100, cfg.max_steps), label="Fine-tuning steps", **steps_kw)
-                    p_go = gr.Button("Make the avatar", variant="primary")
+                                     file_types=["image"], elem_id="photos")
+                    p_steps = gr.Slider(value=min(100, cfg.max_steps), label="Fine-tuning steps", elem_id="p_steps",
+                                        **steps_kw)
+                    p_go = gr.Button("Make the avatar", variant="primary", elem_id="personalise_button")
                 with gr.Column():
-                    avatar_out = gr.File(label="Avatar file (download)", interactive=False)
-                    p_status = gr.Markdown()
+                    avatar_out = gr.File(label="Avatar file (download)", interactive=False, elem_id="avatar_file")
+                    p_status = gr.Markdown(elem_id="personalise_status")
             p_go.click(personalise, [photos, p_steps], [avatar_out, p_status], concurrency_id="jobs")
         with gr.Tab("Puppeteer", id="puppeteer"):
             with gr.Row():
                 with gr.Column():
-                    avatar_in = gr.File(label="Avatar file (.safetensors)", file_types=[".safetensors"])
+                    avatar_in = gr.File(label="Avatar file (.safetensors)", file_types=[".safetensors"],
+                                        elem_id="avatar_in")
                     source = gr.Image(type="filepath", label="The avatar's first photo (for pasting back)",
                                       sources=["upload"])
-                    q_video = gr.Video(label="Driver video", sources=["upload"])
+                    q_video = gr.Video(label="Driver video", sources=["upload"], elem_id="q_video")
                     with gr.Accordion("Options", open=False):
                         q_parts = gr.CheckboxGroup(list(PARTS), value=list(PARTS), label="What follows the driver")
                         q_paste = gr.Checkbox(value=True, label="Paste the face back into the photo")
                         q_wm = gr.Checkbox(value=True, label="Invisible watermark (turning it off is recorded)")
-                    q_go = gr.Button("Drive", variant="primary")
+                    q_go = gr.Button("Drive", variant="primary", elem_id="puppeteer_button")
                 with gr.Column():
-                    q_out = gr.Video(label="Result", interactive=False)
-                    q_status = gr.Markdown()
+                    q_out = gr.Video(label="Result", interactive=False, elem_id="puppeteer_result")
+                    q_status = gr.Markdown(elem_id="puppeteer_status")
                     q_proof = gr.Textbox(label="Provenance (reenact verify)", lines=5, interactive=False)
             q_go.click(puppeteer, [avatar_in, source, q_video, q_parts, q_paste, q_wm], [q_out, q_status, q_proof],
                        concurrency_id="jobs")
