@@ -88,8 +88,7 @@ def audio_config(overrides: list[str] | None = None, base: dict | None = None) -
 
 def build(kind: str, cfg: AudioConfig):
     """A fresh network of ``kind`` ("a2l" or "sync") for ``cfg``."""
-    from puppeteer.audio.model import AudioToLandmarks
-    from puppeteer.audio.sync_expert import SyncNet
+    from puppeteer.audio.model import AudioToLandmarks, SyncNet
 
     if kind == "a2l":
         m = cfg.a2l
