@@ -323,14 +323,14 @@ def animate(portrait: ImageLike, driver: str | os.PathLike, output: str | os.Pat
                            progress=progress, seed=seed)
     if save_avatar is not None:
         avatar.save(save_avatar)
+    from reenact import io
+
     if crop:
         into = None
     elif isinstance(portrait, (str, os.PathLike)):
-        from reenact import io
-
         into = io.read_image(portrait)
     else:
-        into = np.asarray(portrait)
+        into = io.as_rgb(portrait, "<portrait>")  # gray or RGBA as personalize read it
     drive_options.setdefault("detector", r.detector)
     return avatar, puppeteer_video(avatar, driver, output, into=into, progress=progress, **drive_options)
 

@@ -35,7 +35,7 @@ def test_gray_and_rgba_arrays_are_accepted_like_the_same_pictures_as_files(portr
     assert np.allclose(from_array.points, from_file.points)
 
 
-def test_no_image_and_an_empty_array_are_input_errors(tiny_checkpoint):
+def test_no_image_and_an_empty_array_are_input_errors(tiny_checkpoint, portrait, tmp_path):
     from reenact.api import Reenactor
 
     r = Reenactor.load(tiny_checkpoint, device="cpu")
@@ -45,3 +45,6 @@ def test_no_image_and_an_empty_array_are_input_errors(tiny_checkpoint):
         r.personalize(np.zeros((0, 0, 3), np.uint8), steps=0)
     with pytest.raises(InputError, match=r"^<image 0>: image is 2000x3 pixels: too small to find a face in"):
         r.personalize(np.zeros((3, 2000, 3), np.uint8), steps=0)
+    avatar = r.personalize(io.read_image(portrait), steps=0, progress=False)
+    with pytest.raises(InputError, match=rf"^{tmp_path}: is a folder"):  # not the hidden temp file's name
+        avatar.save(tmp_path)

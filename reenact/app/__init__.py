@@ -137,9 +137,12 @@ def launch(config: AppConfig | None = None, host: str = "127.0.0.1", port: int =
 
         page.close = close_and_clean  # the caller's page.close() also deletes the server's folders
         return page, url
+    from reenact.interrupt import sigterm_as_interrupt
+
     try:
         print(ready, flush=True)
-        page.block_thread()
+        with sigterm_as_interrupt():  # systemd / docker stop: Gradio's Ctrl-C path, then the folders go
+            page.block_thread()
     finally:
         page.close()
         cleanup()
