@@ -115,7 +115,8 @@ class RegionTrainer:
                      **g_hinge(fake_score), **feature_matching(real_feats, fake_feats),
                      **embedding_match(self.D.W(b["video"]).detach(), e),
                      "mask_outside": (out.mask.float() * (1 - outer)).mean()}
-            weights = {"pyramid": w.pyramid, "ssim": w.ssim, "inner": w.inner, "adv": w.adv, "fm": w.fm,
+            ramp = min(1.0, self.step / w.adv_warmup) if w.adv_warmup > 0 else 1.0
+            weights = {"pyramid": w.pyramid, "ssim": w.ssim, "inner": w.inner, "adv": w.adv * ramp, "fm": w.fm * ramp,
                        "mch": w.mch, "mask_outside": w.mask_outside}
             g_loss = sum(weights[k] * v for k, v in terms.items())
         self.opt_g.zero_grad(set_to_none=True)

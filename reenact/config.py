@@ -167,7 +167,8 @@ class RegionLossConfig:
     pyramid: float = 10.0  # Gaussian-pyramid L1 of the blend vs the real crop
     ssim: float = 5.0  # 1 - SSIM
     inner: float = 20.0  # extra L1 inside the target's inner polygon (teeth, cavity)
-    adv: float = 1.0  # hinge
+    adv: float = 0.1  # hinge (at 1.0 with these weights D won within 1000 steps and G collapsed to painting all)
+    adv_warmup: int = 2000  # adv and fm ramp up linearly over these first steps: G first learns to reconstruct
     fm: float = 10.0  # feature matching
     mch: float = 10.0  # |W_i - e| (Zakharov et al.'s embedding match)
     mask_outside: float = 1.0  # mean mask outside the dilated outer polygon: pass the warp there
@@ -188,9 +189,9 @@ class RegionTrainConfig:
     out_dir: str = "runs/region"
     steps: int = 20000
     batch_size: int = 32
-    lr_g: float = 2.0e-4
-    lr_e: float = 1.0e-4
-    lr_d: float = 4.0e-4
+    lr_g: float = 1.0e-4
+    lr_e: float = 5.0e-5
+    lr_d: float = 2.0e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     grad_clip: float = 10.0
     ema: float = 0.999
