@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from reenact.errors import InputError, MediaError
+from reenact.filekind import still_image_kind as _still_image_kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as _PILImage
@@ -42,12 +43,6 @@ __all__ = [
 # few frames of slack absorbs edit lists and counts rounded by other containers.
 _TRUNCATED_FRACTION = 0.9
 _TRUNCATED_MIN_MISSING = 3
-
-# Magic numbers of still-image formats that FFmpeg/OpenCV would otherwise happily open as a 1-frame video.
-_IMAGE_MAGIC = (
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
-)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -164,24 +159,6 @@ def _check_file(path: PathLike) -> Path:
     if path.stat().st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
     return path
-
-
-def _head(path: Path, n: int = 16) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(n)
-    except OSError as e:
-        raise MediaError(path, f"cannot read file ({e.strerror or e})") from e
-
-
-def _still_image_kind(path: Path) -> str | None:
-    head = _head(path)
-    for magic, name in _IMAGE_MAGIC:
-        if head.startswith(magic):
-            return name
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    return None
 
 
 def _mp4_box_problem(path: Path) -> str | None:

@@ -42,9 +42,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("reenact.metrics.render_cache", "reenact.metrics.evaluate"): "protocol modules import the harness back",
     ("reenact.metrics.speech", "reenact.metrics.evaluate"): "protocol modules import the harness back",
     ("reenact.metrics.userpath", "reenact.metrics.evaluate"): "protocol modules import the harness back",
-    # Writers stamp provenance; provenance's metadata reader asks reenact.io what kind of file it reads (its
-    # image magic numbers); goes when that detection is a small module both import.
-    ("reenact.provenance.metadata", "reenact.io"): "provenance reads io's file-kind detection back",
 }
 
 

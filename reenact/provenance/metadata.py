@@ -98,9 +98,9 @@ def read_metadata(path: str | Path) -> dict | None:
     """The provenance record stored in a file's container (mp4/mov/mkv, PNG, JPEG, WebP, TIFF); None when
     there is none (never written, or stripped by a re-encode, a screenshot or an upload that drops it)."""
     path = Path(path)
-    from reenact.io import _still_image_kind  # noqa: PLC0415  (one definition of the image magic numbers)
+    from reenact.filekind import still_image_kind  # noqa: PLC0415
 
-    if _still_image_kind(path):
+    if still_image_kind(path):
         from PIL import Image
 
         with Image.open(path) as im:

@@ -66,12 +66,13 @@ def verify(path: str | Path, max_frames: int = 64) -> Verification:
     Raises MediaError (naming the file) when it is not a readable image or video.
     """
     from reenact import io
+    from reenact.filekind import still_image_kind
     from reenact.provenance import c2pa
     from reenact.provenance.metadata import read_metadata
     from reenact.provenance.watermark import Watermark
 
     path = io._check_file(path)  # noqa: SLF001  (one definition of "missing / empty / a folder")
-    kind = "image" if io._still_image_kind(path) else "video"  # noqa: SLF001
+    kind = "image" if still_image_kind(path) else "video"
     if kind == "image":
         frames = [io.read_image(path)]
     else:
