@@ -326,14 +326,15 @@ def user_markdown(res: dict) -> str:
                      f"scored), {e['hard_targets']} hard frames, {e['hard_eye_targets']} hard-eye frames, "
                      f"{e['clips_skipped']} clips skipped (too few source frames).")
     names = res["metrics"]
-    full_head = ["method", "K"] + [_USER_TITLES[n][0] for n in names] + ["no face"]
+    full_head = ["method", "K"] + [_USER_TITLES[n][0] for n in names] + ["no face / frames"]
     for subset, title in (("all", "All targets"), ("hard", "Hard frames (mouth opening far from the sources')"),
                           ("hard_eyes", "Hard-eye frames (eye opening far from the sources')")):
         lines += ["", f"## {title}", "", "| " + " | ".join(full_head) + " |", "|" + "---|" * len(full_head)]
         for m, per_k in res["results"].items():
             for k, e in per_k.items():
                 cells = [m, k] + [_fmt(e[subset][n], _USER_TITLES[n][1]) for n in names]
-                cells.append(f"{e['no_face']}/{e['targets']}")
+                n_sub = {"all": e["targets"], "hard": e["hard_targets"], "hard_eyes": e["hard_eye_targets"]}[subset]
+                cells.append(f"{e['no_face']}/{e['targets']}" if subset == "all" else f"({n_sub} frames)")
                 lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Real frames: no face found in {res['real']['no_face']} crops. Grid rows: {n_targets} "
                   "(per K, the hardest target of each clip, hardest first)."]
@@ -359,15 +360,16 @@ def _face_tiles(images: list[np.ndarray], points: np.ndarray) -> list[np.ndarray
 
 def face_grid(rows: list[list[np.ndarray]], labels: list[str], fill: int = 128) -> np.ndarray:
     """Rows of tiles at their own resolution under a header of column labels. Tiles of different sizes (faces
-    of different videos) are centred on a ``fill`` background the size of the largest, never resized."""
-    th = max(t.shape[0] for r in rows for t in r)
+    of different videos) are centred on a ``fill`` background as wide as the widest tile and as tall as the
+    row's own tiles, never resized."""
     tw = max(t.shape[1] for r in rows for t in r)
 
-    def pad(t):
+    def pad(t, th):
         cell = np.full((th, tw, 3), fill, np.uint8)
         y, x = (th - t.shape[0]) // 2, (tw - t.shape[1]) // 2
         cell[y:y + t.shape[0], x:x + t.shape[1]] = t
         return cell
 
     header = np.concatenate([_label(t, tw) for t in labels], 1)
-    return np.concatenate([header] + [np.concatenate([pad(t) for t in r], 1) for r in rows], 0)
+    body = [np.concatenate([pad(t, max(u.shape[0] for u in r)) for t in r], 1) for r in rows]
+    return np.concatenate([header] + body, 0)
