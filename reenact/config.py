@@ -171,7 +171,7 @@ class RegionLossConfig:
     adv_warmup: int = 2000  # adv and fm ramp up linearly over these first steps: G first learns to reconstruct
     fm: float = 10.0  # feature matching
     mch: float = 10.0  # |W_i - e| (Zakharov et al.'s embedding match)
-    mask_outside: float = 1.0  # mean mask outside the dilated outer polygon: pass the warp there
+    mask_outside: float = 5.0  # mean mask outside the dilated outer polygon: pass the warp there
 
 
 @dataclass
