@@ -271,7 +271,8 @@ def _cmd_lipsync(a):
 
     kw = _speech_args(a)
     r = lipsync(a.video, a.output, shots=a.shots, max_seconds=a.max_seconds, **kw)
-    print(f"wrote {r.output}: {r.frames} frames at {r.fps:g} fps, {r.audio_seconds:.2f} s of speech")
+    kept = f"; no face in {len(r.kept)} frame(s), kept as the video has them" if len(r.kept) else ""
+    print(f"wrote {r.output}: {r.frames} frames at {r.fps:g} fps, {r.audio_seconds:.2f} s of speech{kept}")
 
 
 def _cmd_train_audio(a):
