@@ -449,8 +449,8 @@ class Camera:
 
 def record_live(avatar: "Avatar", frames: Iterable[np.ndarray], output: str | os.PathLike, fps: float,
                 crf: int = 18, progress: bool = True, **options) -> LiveDriver:
-    """Run :func:`drive` over ``frames`` and write the output frames to ``output`` (no audio). Ctrl-C stops
-    recording and keeps what was recorded. Returns the finished :class:`LiveDriver` (counts, missing)."""
+    """Run :func:`drive` over ``frames`` and write the output frames to ``output`` (no audio). Ctrl-C (and SIGTERM
+    under the CLI, which raises the same KeyboardInterrupt) stops recording and keeps what was recorded. Returns the finished :class:`LiveDriver` (counts, missing)."""
     from tqdm.auto import tqdm
 
     from reenact import io

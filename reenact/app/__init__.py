@@ -92,8 +92,8 @@ def launch(config: AppConfig | None = None, host: str = "127.0.0.1", port: int =
            block: bool = True):
     """Load the model (so a bad checkpoint fails here, not in the page), build the page and serve it.
 
-    ``host`` defaults to this machine only (and then requests naming another host are refused); ``share`` (a
-    public Gradio link) is off unless asked for. Uploads and results stay in private folders of this server,
+    ``host`` defaults to this machine only (and then requests naming another host are refused, unless ``share``);
+    ``share`` (a public Gradio link) is off unless asked for. Uploads and results stay in private folders of this server,
     deleted when it stops (also on SIGTERM through ``reenact app``, or at interpreter exit).
     ``block=False`` returns ``(page, url)`` with the server running in the background (tests); ``page.close()``
     then stops it and deletes those folders.
@@ -119,7 +119,7 @@ def launch(config: AppConfig | None = None, host: str = "127.0.0.1", port: int =
         _, url, _ = page.launch(server_name=host, server_port=port, share=share, max_file_size=mb,
                                 allowed_paths=[str(handlers.work_dir)], prevent_thread_lock=True, quiet=True,
                                 ssr_mode=False, show_error=True, theme=theme(), footer_links=[],
-                                app_kwargs=_host_guard(host))
+                                app_kwargs={} if share else _host_guard(host))  # a share link's Host is Gradio's
     except BaseException:
         cleanup()
         raise
