@@ -92,9 +92,9 @@ def launch(config: AppConfig | None = None, host: str = "127.0.0.1", port: int =
            block: bool = True):
     """Load the model (so a bad checkpoint fails here, not in the page), build the page and serve it.
 
-    ``host`` defaults to this machine only (and then requests naming another host are refused, unless ``share``);
-    ``share`` (a public Gradio link) is off unless asked for. Uploads and results stay in private folders of this server,
-    deleted when it stops (also on SIGTERM through ``reenact app``, or at interpreter exit).
+    ``host`` defaults to this machine only (and then requests naming another host are refused, unless
+    ``share``); ``share`` (a public Gradio link) is off unless asked for. Uploads and results stay in private
+    folders of this server, deleted when it stops (also on SIGTERM, or at interpreter exit).
     ``block=False`` returns ``(page, url)`` with the server running in the background (tests); ``page.close()``
     then stops it and deletes those folders.
     """
