@@ -291,7 +291,8 @@ def _add_speech_args(s) -> None:
     s.add_argument("--voice", default="en", help="eSpeak NG voice for --text (default en)")
     s.add_argument("--rate", type=RATE, default=150, help="speaking rate for --text, words per minute (default 150)")
     s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--steps", type=NON_NEGATIVE, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--steps", type=NON_NEGATIVE, default=100,
+                   help="fine-tuning steps, 0 for feed-forward (default 100)")
     s.add_argument("--speech-model", metavar="DIR", help="audio-to-landmark checkpoint (default: the shipped one)")
     s.add_argument("--mouth-gain", type=NON_NEGATIVE_FLOAT, default=1.0, help="scale of the mouth motion (default 1)")
     s.add_argument("--seed", type=int, default=0)
@@ -426,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="avatar file to write (.safetensors)")
     s.add_argument("--checkpoint", help="meta-learned checkpoint (run folder, checkpoints folder or step folder; "
                                         "default: the bundled model)")
-    s.add_argument("--steps", type=NON_NEGATIVE, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--steps", type=NON_NEGATIVE, default=100,
+                   help="fine-tuning steps, 0 for feed-forward (default 100)")
     s.add_argument("--landmarks", nargs="+", metavar="F.npy",
                    help="a (68, 2) landmarks .npy per image, '-' to detect that one (for faces the detector misses)")
     s.add_argument("--largest", action="store_true", help="with several faces in an image, take the largest")
@@ -434,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=AT_LEAST_1, default=4, help="augmented shots per step (default 4)")
     s.add_argument("--lr-g", type=POSITIVE_FLOAT, default=None, help="generator learning rate (default: the model's)")
-    s.add_argument("--lr-d", type=POSITIVE_FLOAT, default=None, help="discriminator learning rate (default: the model's)")
+    s.add_argument("--lr-d", type=POSITIVE_FLOAT, default=None,
+                   help="discriminator learning rate (default: the model's)")
     s.add_argument("--encoding", default="delta-int8", choices=["delta-int8", "delta-fp16", "fp16"],
                    help="storage of the fine-tuned generator (default delta-int8, the smallest)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -475,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ft-steps", type=NON_NEGATIVE, default=0, help="fine-tuning steps for the model (0: feed-forward)")
     s.add_argument("--ft-train", choices=["all", "psi"], default="all",
                    help="what fine-tuning trains: all (G and psi', the paper) or psi (psi' alone)")
-    s.add_argument("--ft-lr-psi", type=POSITIVE_FLOAT, default=None, help="psi's fine-tuning learning rate (default: lr_g)")
+    s.add_argument("--ft-lr-psi", type=POSITIVE_FLOAT, default=None,
+                   help="psi's fine-tuning learning rate (default: lr_g)")
     s.add_argument("--ft-warp-trust", type=NON_NEGATIVE_FLOAT, default=0.0,
                    help="fine-tuning penalty on the warp-guided G's painted share (0: off)")
     s.add_argument("--clips", type=AT_LEAST_1, default=None, help="at most this many clips (seeded random subset)")
@@ -506,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("portrait", help="photo (or painting) of the person to animate")
     _add_drive_args(s)
     s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--steps", type=NON_NEGATIVE, default=100, help="fine-tuning steps, 0 for feed-forward (default 100)")
+    s.add_argument("--steps", type=NON_NEGATIVE, default=100,
+                   help="fine-tuning steps, 0 for feed-forward (default 100)")
     s.add_argument("--landmarks", metavar="F.npy", help="the portrait's (68, 2) landmarks, if detection fails")
     s.add_argument("--largest", action="store_true", help="with several faces in the portrait, take the largest")
     s.add_argument("--seed", type=int, default=0)
@@ -557,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "status 0 when any of them is found, 1 when none is.")
     s.add_argument("file", help="image or video to check")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.add_argument("--max-frames", type=AT_LEAST_1, default=64, help="video frames examined for the watermark (default 64)")
+    s.add_argument("--max-frames", type=AT_LEAST_1, default=64,
+                   help="video frames examined for the watermark (default 64)")
     s.set_defaults(func=_cmd_verify)
 
     s = sub.add_parser("app", help="the web app: animate, personalise, puppeteer in a browser page",
@@ -565,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "otherwise). One job runs at a time (CPU, or the GPU when there is one); others "
                                    "wait in a queue.")
     s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default: the GPU when present), cpu, cuda, cuda:N")
+    s.add_argument("--device", type=DEVICE, default="auto",
+                   help="auto (default: the GPU when present), cpu, cuda, cuda:N")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=PORT, default=7860)
     s.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")

@@ -25,7 +25,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["available", "why_unavailable", "can_carry", "cannot_carry", "key_dir", "sign_in_place", "read", "local_signer_serial"]
+__all__ = ["available", "why_unavailable", "can_carry", "cannot_carry", "key_dir", "sign_in_place", "read",
+           "local_signer_serial"]
 
 ACTION_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 ASSERTION = "org.reenact.provenance"
