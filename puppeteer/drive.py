@@ -85,8 +85,11 @@ class Compositor:
     """
 
     def __init__(self, avatar: "Avatar", into: ImageLike, shot: int = 0):
+        from reenact import io
         from reenact.crop import face_mask
 
+        if not isinstance(into, (str, os.PathLike)):
+            into = io.as_rgb(into, "<into>")  # a gray or RGBA photo, as personalize read it
         image, src = avatar.source_image(into, shot)
         self.image = np.ascontiguousarray(image)
         self.matrix = np.asarray(src.matrix, np.float32)
@@ -323,16 +326,9 @@ def animate(portrait: ImageLike, driver: str | os.PathLike, output: str | os.Pat
                            progress=progress, seed=seed)
     if save_avatar is not None:
         avatar.save(save_avatar)
-    from reenact import io
-
-    if crop:
-        into = None
-    elif isinstance(portrait, (str, os.PathLike)):
-        into = io.read_image(portrait)
-    else:
-        into = io.as_rgb(portrait, "<portrait>")  # gray or RGBA as personalize read it
     drive_options.setdefault("detector", r.detector)
-    return avatar, puppeteer_video(avatar, driver, output, into=into, progress=progress, **drive_options)
+    return avatar, puppeteer_video(avatar, driver, output, into=None if crop else portrait, progress=progress,
+                                   **drive_options)
 
 
 # ----------------------------------------------------------------------------------------- streaming

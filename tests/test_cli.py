@@ -42,40 +42,43 @@ def no_work(monkeypatch):
     monkeypatch.setattr(puppeteer.audio.speak, "load_speech", started)
 
 
-def _bad_options(tmp: Path, portrait: Path, clip: Path) -> list[tuple[list[str], str]]:
-    out = str(tmp / "out.mp4")
-    animate = ["animate", str(portrait), "--driver", str(clip), "--steps", "0"]
-    speak = ["speak", str(portrait), "--text", "Hello."]
-    notes = tmp / "notes.npy"
-    notes.write_text("0 1\n2 3\n")  # text, not a numpy file
-    return [
-        (animate + ["-o", str(tmp)], f"{tmp}: is a folder"),
-        (animate + ["-o", str(tmp / "file.txt" / "out.mp4")], "is not a folder"),
-        (animate + ["-o", out, "--keyframe-interval", "0"], "argument --keyframe-interval: must be at least 1"),
-        (animate + ["-o", out, "--crf", "99"], "argument --crf: must be between 0 and 51, got 99"),
-        (animate + ["-o", out, "--max-frames", "-1"], "argument --max-frames: must be at least 1"),
-        (animate + ["-o", out, "--device", "cuda:7"], "argument --device: 'cuda:7'"),
-        (speak + ["-o", out, "--rate", "5000"], "argument --rate: must be between 80 and 450"),
-        (speak + ["-o", out, "--fps", "0"], "argument --fps: must be greater than 0, got 0"),
-        (speak + ["-o", out, "--motion", "50"], "argument --motion: must be between 0 and 1, got 50"),
-        (["lipsync", str(clip), "--text", "Hi.", "-o", out, "--max-seconds", "0"], "argument --max-seconds"),
-        (["finetune", str(portrait), "-o", str(tmp / "a.safetensors"), "--steps", "-3"],
-         "argument --steps: must be at least 0, got -3"),
-        (["finetune", str(portrait), "-o", str(tmp), "--steps", "0"], "is a folder"),
-        (["render", "a.safetensors", str(tmp / "x.npy"), "-o", out, "--fps", "0"], "argument --fps"),
-        (["render", "a.safetensors", str(notes), "-o", out], "notes.npy: not a .npy or .npz landmarks file"),
-        (["puppeteer", "a.safetensors", "--driver", str(clip), "-o", out, "--shot", "-1"], "argument --shot"),
-        (["app", "--port", "70000"], "argument --port: must be between 0 and 65535"),
-    ]
+ANIMATE = "animate {portrait} --driver {clip} --steps 0"
+SPEAK = "speak {portrait} --text Hello."
+OUT = "-o {tmp}/out.mp4"
+
+# (command line, what the one line says); {tmp} is an empty folder holding file.txt and notes.npy (text)
+BAD_OPTIONS = {
+    "output is a folder": (f"{ANIMATE} -o {{tmp}}", "{tmp}: is a folder"),
+    "output under a file": (f"{ANIMATE} -o {{tmp}}/file.txt/out.mp4", "file.txt: is not a folder"),
+    "keyframe interval 0": (f"{ANIMATE} {OUT} --keyframe-interval 0",
+                            "argument --keyframe-interval: must be at least 1, got 0"),
+    "crf 99": (f"{ANIMATE} {OUT} --crf 99", "argument --crf: must be between 0 and 51, got 99"),
+    "max frames -1": (f"{ANIMATE} {OUT} --max-frames -1", "argument --max-frames: must be at least 1, got -1"),
+    "no such device": (f"{ANIMATE} {OUT} --device cuda:7", "argument --device: 'cuda:7'"),
+    "rate 5000": (f"{SPEAK} {OUT} --rate 5000", "argument --rate: must be between 80 and 450, got 5000"),
+    "fps 0": (f"{SPEAK} {OUT} --fps 0", "argument --fps: must be greater than 0, got 0"),
+    "motion 50": (f"{SPEAK} {OUT} --motion 50", "argument --motion: must be between 0 and 1, got 50"),
+    "max seconds 0": (f"lipsync {{clip}} --text Hi. {OUT} --max-seconds 0", "argument --max-seconds: must be greater"),
+    "steps -3": ("finetune {portrait} -o {tmp}/a.safetensors --steps -3",
+                 "argument --steps: must be at least 0, got -3"),
+    "avatar onto a folder": ("finetune {portrait} -o {tmp} --steps 0", "{tmp}: is a folder"),
+    "render fps 0": (f"render a.safetensors {{tmp}}/x.npy {OUT} --fps 0", "argument --fps: must be greater than 0"),
+    "text as landmarks": (f"render a.safetensors {{tmp}}/notes.npy {OUT}", "notes.npy: not a .npy or .npz landmarks"),
+    "shot -1": (f"puppeteer a.safetensors --driver {{clip}} {OUT} --shot -1", "argument --shot: must be at least 0"),
+    "port 70000": ("app --port 70000", "argument --port: must be between 0 and 65535, got 70000"),
+}
 
 
-def test_each_bad_option_is_refused_before_any_work_in_one_line(no_work, portrait, speech_clip, tmp_path, capsys):
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_a_bad_option_is_refused_before_any_work_in_one_line(no_work, portrait, speech_clip, tmp_path, capsys,
+                                                             case):
     (tmp_path / "file.txt").write_text("a file, not a folder")
-    for argv, expected in _bad_options(tmp_path, portrait, speech_clip):
-        assert main(argv) == 2, argv
-        err = capsys.readouterr().err
-        assert expected in err and err.count("\n") == 1, (argv, err)
-        assert "Traceback" not in err and "allow_pickle" not in err
+    (tmp_path / "notes.npy").write_text("0 1\n2 3\n")  # text, not a numpy file
+    argv, expected = (t.format(tmp=tmp_path, portrait=portrait, clip=speech_clip) for t in BAD_OPTIONS[case])
+    assert main(argv.split()) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1, err
+    assert "Traceback" not in err and "allow_pickle" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "notes.npy"]  # nothing written
 
 

@@ -224,8 +224,7 @@ def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *
     if not crop:
         from puppeteer.drive import Compositor
 
-        image = io.read_image(portrait) if isinstance(portrait, (str, os.PathLike)) else io.as_rgb(portrait)
-        comp = Compositor(avatar, image, 0)
+        comp = Compositor(avatar, portrait, 0)
 
         def paste(i, c, p):
             return comp(c, p)
