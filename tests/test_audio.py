@@ -324,7 +324,16 @@ def test_lipsync_keeps_the_frames_where_the_face_has_left(tiny_checkpoint, speec
     out = np.stack(list(io.read_frames(res.output))).astype(np.float32)
     diff = np.abs(out - src).mean(axis=(1, 2, 3))
     assert diff[12:].max() < 2.0, diff  # the wall as it was (codec and watermark noise only): no ghost face
-    assert diff[:12].min() > diff[12:].max()  # while the face is there it is re-rendered
+    assert diff[:7].min() > diff[12:].max()  # while the face is there it is re-rendered
+    assert np.all(np.diff(diff[6:12]) < 0.5)  # ... and fades out over the last 0.2 s before it is lost
+
+
+def test_the_revoiced_face_fades_out_and_in_around_lost_frames():
+    from puppeteer.audio.speak import face_weights
+
+    found = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 1], bool)
+    assert np.allclose(face_weights(found, 2), [1, 1, 2 / 3, 1 / 3, 0, 0, 1 / 3, 2 / 3, 1, 1])
+    assert face_weights(np.ones(4, bool), 2).tolist() == [1, 1, 1, 1]
 
 
 def test_lipsync_decodes_only_what_the_speech_needs(tiny_checkpoint, speech_clip, speech, tmp_path):

@@ -26,6 +26,7 @@ from puppeteer.audio.motion import MotionOptions, add_natural_motion
 from puppeteer.render_loop import render_video
 
 MOUTH_POINTS = np.arange(48, 68)
+FADE_SECONDS = 0.2  # lipsync: the re-voiced face fades out (and in) this long beside frames where it is lost
 A2L_WEIGHTS = Path(__file__).with_name("weights") / "a2l"
 
 
@@ -275,6 +276,19 @@ class _FrameSource:
         return np.asarray(self._spool[k])
 
 
+def face_weights(found: np.ndarray, fade: int) -> np.ndarray:
+    """How much of the re-voiced face each output frame shows, ``(T,)`` in [0, 1]: 0 where no face was found
+    (``found`` False), rising linearly to 1 over ``fade`` frames away from such frames, so the face fades out
+    and in instead of popping."""
+    from scipy.ndimage import distance_transform_edt
+
+    found = np.asarray(found, bool)
+    if found.all():
+        return np.ones(len(found), np.float32)
+    nearest = distance_transform_edt(found)  # frames to the nearest one without a face
+    return np.clip(nearest / (fade + 1), 0.0, 1.0).astype(np.float32)
+
+
 def _frames_at(video: Path, indices: np.ndarray) -> list[np.ndarray]:
     """The frames at ``indices`` (sorted, few), streaming the video up to the last of them."""
     from reenact import io
@@ -295,8 +309,9 @@ def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str |
     the speech (the video plays forward and backward as needed): ``round(duration x fps)`` frames, speech muxed.
 
     Only the frames the speech needs are decoded (at most ``max_seconds`` of the video), one at a time. Frames
-    where the face is not found (it left the picture, turned away) are written as they are, not re-voiced:
-    a warning names them and ``result.kept`` lists them.
+    where the face is not found (it left the picture, turned away) are written as they are, not re-voiced (the
+    face fades out over ``FADE_SECONDS`` before them and in after): a warning names them and ``result.kept``
+    lists them.
     """
     from reenact import io, validate
     from reenact.api import Reenactor
@@ -344,12 +359,17 @@ def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str |
     crop_pts = np.stack([transform_points(p, m) for p, m in zip(points, mats)]).astype(np.float32)
     timings["landmarks"] = time.perf_counter() - t
     frames = _FrameSource(video, n_in, loops=n_out > n_in)
+    # where the face is lost a pasted face would float where there is none: the frame stays as it is
+    weight = face_weights(valid[idx], fade=max(1, round(FADE_SECONDS * fps)))
 
     def paste(i, c, p):
         frame = frames[int(idx[i])]
-        if not valid[idx[i]]:  # no face there: a face pasted into the crop would float where there is none
+        if weight[i] == 0:
             return frame
-        return paste_back(frame, c, mats[i], face_mask(p, S))
+        out = paste_back(frame, c, mats[i], face_mask(p, S))
+        if weight[i] < 1:
+            out = np.rint(weight[i] * out + (1 - weight[i]) * frame.astype(np.float32)).astype(np.uint8)
+        return out
 
     render_video(avatar, crop_pts, output, fps, paste=paste, audio=samples, audio_rate=F.SAMPLE_RATE, crf=crf,
                  progress=progress, timings=timings)
