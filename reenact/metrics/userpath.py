@@ -309,7 +309,6 @@ def _summarise(opts, ds, pool, rows, gaps, skipped, open_count, real_no_face) ->
 def user_markdown(res: dict) -> str:
     """The tables of ``results.md`` of the user protocol: the headline figures, then every metric per subset."""
     head = ["method", "K"] + [t for _, _, t in _HEADLINE]
-    n_targets = sum(len(v) for v in res["grid"].values())
     lines = ["# reenact eval: user path (pasted-back full frames)", "",
              f"{len(res['clips'])} clips of the `{res['split']}` split of `{res['data']}`, "
              f"{res['options']['frames_per_clip']} targets per clip, seed {res['options']['seed']}; sources "
@@ -336,8 +335,9 @@ def user_markdown(res: dict) -> str:
                 n_sub = {"all": e["targets"], "hard": e["hard_targets"], "hard_eyes": e["hard_eye_targets"]}[subset]
                 cells.append(f"{e['no_face']}/{e['targets']}" if subset == "all" else f"({n_sub} frames)")
                 lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Real frames: no face found in {res['real']['no_face']} crops. Grid rows: {n_targets} "
-                  "(per K, the hardest target of each clip, hardest first)."]
+    rows = ", ".join(f"{len(v)} at K={k}" for k, v in res["grid"].items())
+    lines += ["", f"Real frames: no face found in {res['real']['no_face']} crops. Grid rows: {rows} (the hardest "
+                  "target of each clip, hardest first)."]
     if res.get("seconds") is not None:
         lines.append(f"Wall time: {res['seconds']:.0f} s.")
     lines.append("")
