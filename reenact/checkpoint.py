@@ -280,7 +280,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, train_state: bool = True) -> Checkpoint:
     """Read a checkpoint (directory, ``checkpoints`` folder or run folder). Only safetensors, JSON and YAML are
     parsed: nothing is unpickled."""
-    from reenact.config import from_yaml
+    from reenact.config import from_yaml, load_region_config
 
     path = resolve_checkpoint(path)
     try:
@@ -296,7 +296,9 @@ def load_checkpoint(path: str | Path, train_state: bool = True) -> Checkpoint:
         module, _, name = key.partition(".")
         weights.setdefault(module, {})[name] = t
     cfg_path = path / "config.yaml"
-    config = from_yaml(cfg_path.read_text()) if cfg_path.exists() else None
+    # a region model (meta_learning.region_train) has its own config schema
+    parse = (lambda text: load_region_config(base=text)) if meta.get("kind") == "region" else from_yaml
+    config = parse(cfg_path.read_text()) if cfg_path.exists() else None
     state = load_tensors(path, "train_state") if train_state else None
     return Checkpoint(path=path, weights=weights, config=config, meta=meta, train_state=state,
                       modules=list(meta.get("modules", weights)))

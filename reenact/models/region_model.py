@@ -36,8 +36,6 @@ class RegionModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "RegionModel":
-        from reenact.config import load_region_config
-
         dev = resolve_device(device)
         ck = load_checkpoint(path, train_state=False)
         if not is_region_checkpoint(ck.meta):
@@ -45,7 +43,9 @@ class RegionModel:
         for name in ("E_ema", "G_ema", "D"):
             if name not in ck.weights:
                 raise CheckpointError(f"{ck.path}: no weights for {name!r} (has: {', '.join(ck.weights)})")
-        cfg = load_region_config(base=(ck.path / "config.yaml").read_text())
+        cfg = ck.config
+        if cfg is None:
+            raise CheckpointError(f"{ck.path}: no config.yaml, cannot build the networks")
         m = cfg.model
         E, G = RegionEmbedder(m.size, m.embed_dim, m.e_base), RegionGenerator(m.size, m.embed_dim, m.g_width)
         digest = checkpoint_hash(ck)
