@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.shots import Shot
 
 FORMAT = "reenact-avatar"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: photo-renderer avatars (metadata renderer=photo, finetune.photo_avatar)
 ENCODINGS = ("delta-int8", "delta-fp16", "fp16")
 
 
@@ -359,6 +359,10 @@ class Avatar:
     def load(cls, path: str | os.PathLike, reenactor: Any) -> "Avatar":
         """Open an avatar file onto its base model (a ``Reenactor`` or a ``BaseModel``). Raises CheckpointError
         when the file is not an avatar or was made from another base model (both hashes are named)."""
+        if read_avatar_metadata(path).get("renderer") == "photo":
+            from finetune.photo_avatar import PhotoAvatar
+
+            return PhotoAvatar.load(path, reenactor)
         base = getattr(reenactor, "base", reenactor)
         meta, tensors = read_avatar_file(path)
         if meta["base_hash"] != base.hash:

@@ -32,6 +32,7 @@ class Shot:
     points: ``(68, 2)`` float32 landmarks in full-image pixels. matrix: ``(2, 3)`` float32 affine map full image
     -> crop. crop: ``(R, R, 3)`` uint8 RGB. crop_points: ``(68, 2)`` float32 landmarks in crop pixels.
     landmarks_from: where the landmarks came from (a detector name, a file path, or ``"array"``).
+    image: the full RGB uint8 image (the photo renderer warps it at its own resolution).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Shot:
     crop: np.ndarray
     crop_points: np.ndarray
     landmarks_from: str
+    image: np.ndarray | None = None
 
 
 def _as_list(x, single_ndim: tuple[int, ...], what: str) -> list:
@@ -151,9 +153,9 @@ def load_shots(images: ImageLike | Sequence[ImageLike], resolution: int,
                                        "crops", "pass the full photo without cropped=True")
             m = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
             shots.append(Shot(name=name, size=size, points=pts, matrix=m, crop=np.ascontiguousarray(img),
-                              crop_points=np.asarray(pts, np.float32), landmarks_from=origin))
+                              crop_points=np.asarray(pts, np.float32), landmarks_from=origin, image=img))
             continue
         m = crop_matrix(box_from_points(pts, params), resolution)
         shots.append(Shot(name=name, size=size, points=pts, matrix=m, crop=crop_image(img, m, resolution),
-                          crop_points=transform_points(pts, m), landmarks_from=origin))
+                          crop_points=transform_points(pts, m), landmarks_from=origin, image=img))
     return shots

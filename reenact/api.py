@@ -62,12 +62,29 @@ class Reenactor:
         """Load a checkpoint (a run folder, its ``checkpoints`` folder or a ``step_*`` folder); ``None``: the
         bundled default model. ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:N"``.
         ``landmarks_backend``: detector used for source images without given landmarks."""
-        from reenact.models.base_model import BaseModel
+        import json
 
-        path = default_checkpoint() if checkpoint is None else Path(checkpoint)
-        return cls(BaseModel.load(path, device), landmarks_backend)
+        from reenact.checkpoint import resolve_checkpoint
+        from reenact.models.base_model import BaseModel
+        from reenact.models.region_model import RegionModel, is_region_checkpoint
+
+        path = resolve_checkpoint(default_checkpoint() if checkpoint is None else Path(checkpoint))
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = {}  # BaseModel.load names the problem
+        model = RegionModel if is_region_checkpoint(meta) else BaseModel
+        return cls(model.load(path, device), landmarks_backend)
 
     # -- properties ---------------------------------------------------------------------------------
+    @property
+    def renderer(self) -> str:
+        """``"photo"`` (a region model: the photo warped at its resolution + region generators) or ``"crop"``
+        (the 256 px crop generator, pasted back)."""
+        from reenact.models.region_model import RegionModel
+
+        return "photo" if isinstance(self.base, RegionModel) else "crop"
+
     @property
     def resolution(self) -> int:
         return self.base.resolution
@@ -140,6 +157,11 @@ class Reenactor:
 
         shots = load_shots(images, self.resolution, landmarks, multiple, detector=lambda: self.detector,
                            cropped=cropped)
+        if self.renderer == "photo":
+            from finetune.photo_avatar import PhotoAvatar
+
+            return PhotoAvatar.personalize(self.base, shots, steps=int(steps), seed=int(seed), progress=progress,
+                                           g_encoding=g_encoding, **({} if lr_g is None else {"lr": lr_g}))
         opts = FinetuneOptions(steps=int(steps), lr_g=lr_g, lr_d=lr_d, batch_size=batch_size, augment=augment,
                                seed=int(seed), progress=progress, train=train, lr_psi=lr_psi,
                                warp_trust=float(warp_trust))

@@ -100,6 +100,18 @@ def _warp_crop(opts: EvalOptions) -> UserRender:
     return render
 
 
+def _photowarp(opts: EvalOptions) -> UserRender:
+    """The photo itself warped onto each target at its own resolution (``reenact.photowarp``): the classical
+    part of the photo renderer, without its region generators."""
+    from reenact.photowarp import PhotoWarp
+
+    def render(photos, photo_points, target_points):
+        warp = PhotoWarp(photo_points[0])
+        return np.stack([warp.warp(photos[0], t) for t in np.asarray(target_points, np.float32)])
+
+    return render
+
+
 def _model(opts: EvalOptions) -> UserRender:
     """A meta-learned model through the public API, personalised per clip on its photos (FF at ``ft_steps=0``)."""
     import torch
@@ -118,7 +130,8 @@ def _model(opts: EvalOptions) -> UserRender:
     return render
 
 
-METHODS: dict[str, Union[MethodFactory, str]] = {"static": _static, "warp-crop": _warp_crop, "model": _model}
+METHODS: dict[str, Union[MethodFactory, str]] = {"static": _static, "warp-crop": _warp_crop, "photowarp": _photowarp,
+                                                 "model": _model}
 """name -> factory(opts) -> :data:`UserRender`, or ``"module:function"`` naming such a factory (imported on first
 use)."""
 

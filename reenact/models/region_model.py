@@ -60,6 +60,13 @@ class RegionModel:
         return get_region(self.config.model.region)
 
     @property
+    def resolution(self) -> int:
+        """Side of the face crops its avatars' ``render_batch`` returns (the API's crop rule)."""
+        from reenact.crop import CropParams
+
+        return CropParams().size
+
+    @property
     def size(self) -> int:
         return int(self.config.model.size)
 

@@ -1,0 +1,131 @@
+"""The photo renderer: warp the photo at its own resolution, synthesise the mouth with a region generator.
+
+For each target (68 landmarks in the photo's pixels):
+
+1. the whole photo is warped to the target landmarks (:class:`reenact.photowarp.PhotoWarp`: one bicubic
+   resampling of the photo, identity far from the face, so what a warp gets right keeps the photo's pixels);
+2. the target's mouth crop (:func:`reenact.regions.region_matrix`, e.g. 128 px) is read from the photo through
+   the same warp, its landmark image drawn, and the region generator G paints RGB + a mask (AdaIN parameters
+   ``psi`` from the embedder's embedding of the photo's own mouth crops);
+3. G's paint goes back into the warped photo through the crop's inverse similarity, blended with
+   ``mask x support x window``: ``support`` is the target's outer-lip polygon grown by :data:`SUPPORT_GROW` of
+   the crop and feathered, ``window`` fades to 0 at the crop's edge. So G changes only the mouth; skin, eyes
+   and hair come from the full-resolution warp.
+
+The output is the photo's size. :meth:`PhotoRenderer.render` runs the warp and the drawing on the CPU
+(OpenCV) and G in batches on the model's device.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from reenact.geometry import invert, transform
+from reenact.photowarp import PhotoWarp
+from reenact.regions import RegionSpec, crop_region, draw_region, region_matrix
+
+#: The blend's support: the outer-lip polygon dilated by this fraction of the crop side, then feathered.
+SUPPORT_GROW = 0.06
+SUPPORT_FEATHER = 0.03
+#: The blend fades to 0 over this fraction of the crop side at its edges.
+WINDOW_FEATHER = 0.08
+
+
+def _window(size: int) -> np.ndarray:
+    r = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32) / max(1.0, WINDOW_FEATHER * size)
+    r = np.clip(r, 0, 1)
+    return np.outer(r, r)
+
+
+def support(points: np.ndarray, spec: RegionSpec, size: int) -> np.ndarray:
+    """``(S, S)`` float32 in [0, 1]: where G may paint, from the target's points in crop pixels."""
+    m = np.zeros((size, size), np.float32)
+    cv2.fillPoly(m, [np.round(points[list(spec.outer)] * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    k = max(1, int(round(SUPPORT_GROW * size)))
+    m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    return cv2.GaussianBlur(m, (0, 0), max(0.5, SUPPORT_FEATHER * size))
+
+
+def region_inputs(photo: np.ndarray, points: np.ndarray, spec: RegionSpec, size: int):
+    """The photo's own region crop and its landmark image: ``(S, S, 3)`` uint8, ``(3, S, S)`` float32."""
+    m = region_matrix(points, spec, size)
+    return crop_region(photo, m, size), draw_region(transform(np.asarray(points, np.float32), m), spec, size)
+
+
+def to_net(images: np.ndarray, device) -> torch.Tensor:
+    """uint8 ``(..., S, S, 3)`` -> float ``(..., 3, S, S)`` in [-1, 1] on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).movedim(-1, -3).float().div(127.5).sub(1)
+
+
+@torch.no_grad()
+def embed(E: torch.nn.Module, photos: list[np.ndarray], points: list[np.ndarray], spec: RegionSpec, size: int,
+          device) -> torch.Tensor:
+    """``(1, D)``: the embedder's mean embedding of the photos' region crops."""
+    crops, draws = zip(*(region_inputs(p, q, spec, size) for p, q in zip(photos, points)))
+    return E(to_net(np.stack(crops), device)[None], torch.from_numpy(np.stack(draws)).to(device)[None])
+
+
+class PhotoRenderer:
+    """One photo and its region generator. ``photo`` RGB uint8 ``(H, W, 3)``, ``points`` ``(68, 2)`` its
+    landmarks, ``G`` a :class:`reenact.models.region.RegionGenerator` on its device, ``psi`` ``(1, n)``."""
+
+    def __init__(self, photo: np.ndarray, points: np.ndarray, G: torch.nn.Module, psi: torch.Tensor,
+                 spec: RegionSpec, size: int):
+        self.photo = np.ascontiguousarray(photo)
+        self.points = np.asarray(points, np.float32)
+        self.warp = PhotoWarp(self.points)
+        self.G, self.psi, self.spec, self.size = G, psi, spec, int(size)
+        self._window = _window(self.size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.psi.device
+
+    def render(self, targets: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """``targets`` ``(N, 68, 2)`` photo pixels -> ``(N, H, W, 3)`` uint8 frames of the photo's size."""
+        targets = np.asarray(targets, np.float32)
+        out = np.empty((len(targets),) + self.photo.shape, np.uint8)
+        for i in range(0, len(targets), batch_size):
+            out[i:i + batch_size] = self._render_chunk(targets[i:i + batch_size])
+        return out
+
+    def _render_chunk(self, targets: np.ndarray) -> np.ndarray:
+        S, spec = self.size, self.spec
+        frames, crops, draws, mats, sup = [], [], [], [], []
+        for t in targets:
+            m = region_matrix(t, spec, S)
+            pts = transform(t, m)
+            frames.append(self.warp.warp(self.photo, t))
+            crops.append(self.warp.warp_region(self.photo, t, m, S))
+            draws.append(draw_region(pts, spec, S))
+            mats.append(m)
+            sup.append(support(pts, spec, S))
+        with torch.inference_mode():
+            res = self.G(to_net(np.stack(crops), self.device), torch.from_numpy(np.stack(draws)).to(self.device),
+                         self.psi)
+            rgb = ((res.rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            mask = res.mask.float()[:, 0].cpu().numpy()
+        return np.stack([self._paste(f, c, a * s * self._window, m)
+                         for f, c, a, s, m in zip(frames, rgb, mask, sup, mats)])
+
+    def _paste(self, frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Blend a crop's paint into ``frame`` (in place) over the crop's footprint only."""
+        H, W = frame.shape[:2]
+        inv = invert(np.asarray(m, np.float64))
+        S = self.size
+        corners = transform(np.array([[0, 0], [S - 1, 0], [0, S - 1], [S - 1, S - 1]], np.float64), inv)
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [W, H])
+        if x1 <= x0 or y1 <= y0:
+            return frame
+        shift = inv.copy()
+        shift[:, 2] -= [x0, y0]  # crop pixels -> footprint pixels
+        size = (int(x1 - x0), int(y1 - y0))
+        flags = cv2.INTER_CUBIC if abs(inv[0, 0]) + abs(inv[0, 1]) > 1 else cv2.INTER_LINEAR
+        back = cv2.warpAffine(rgb, shift, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        a = cv2.warpAffine(alpha.astype(np.float32), shift, size, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+        roi = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = np.clip(roi + (back.astype(np.float32) - roi) * a + 0.5, 0, 255).astype(np.uint8)
+        return frame
