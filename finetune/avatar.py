@@ -224,11 +224,8 @@ class Avatar:
     def render_batch(self, points: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """``points`` ``(N, 68, 2)`` in crop pixels -> RGB uint8 ``(N, S, S, 3)``; runs in chunks of
         ``batch_size`` (default 16 on CPU, 64 on GPU)."""
-        from reenact import provenance
         from reenact.draw import rasterize
 
-        # video writers open on this thread now hold synthetic frames: they stamp them (reenact.provenance)
-        provenance.rendered(self.base_hash)
         pts = np.asarray(points, dtype=np.float32)
         if pts.ndim != 3 or pts.shape[1:] != (68, 2):
             raise InputError("<points>", f"expected (N, 68, 2) landmarks in crop pixels, got {pts.shape}")

@@ -450,10 +450,11 @@ def record_live(avatar: "Avatar", frames: Iterable[np.ndarray], output: str | os
     from tqdm.auto import tqdm
 
     from reenact import io
+    from reenact.provenance import Provenance
 
     io.check_writable(output)
     live = drive(avatar, frames, fps=fps, **options)
-    with io.VideoWriter(output, fps, crf=crf) as writer, \
+    with io.VideoWriter(output, fps, crf=crf, provenance=Provenance.of(avatar)) as writer, \
             tqdm(desc="live", unit="frame", disable=not progress, leave=False) as bar:
         try:
             for frame in live:

@@ -39,17 +39,20 @@ def render_video(avatar: "Avatar", points: np.ndarray, output: str | os.PathLike
         ``lambda i, crop, p: comp(crop, p)``, a lipsync frame, ...); None writes the crops themselves.
     audio, audio_rate: mono float samples muxed with the frames (trim them to the video first).
     timings: seconds are added to its ``render``, ``paste_back`` and ``encode`` entries.
+    The file is stamped as synthetic with ``Provenance.of(avatar)`` (see :mod:`reenact.provenance`).
     Returns ``output``.
     """
     from tqdm.auto import tqdm
 
     from reenact import io
+    from reenact.provenance import Provenance
 
     timings = {} if timings is None else timings
     for k in TIMING_KEYS:
         timings.setdefault(k, 0.0)
     chunk = batch_size or default_batch(avatar)
-    with io.VideoWriter(output, fps, crf=crf, audio=audio, audio_rate=audio_rate) as writer, \
+    with io.VideoWriter(output, fps, crf=crf, audio=audio, audio_rate=audio_rate,
+                        provenance=Provenance.of(avatar)) as writer, \
             tqdm(total=len(points), desc="rendering", unit="frame", disable=not progress, leave=False) as bar:
         for i in range(0, len(points), chunk):
             part = points[i:i + chunk]

@@ -120,15 +120,11 @@ def make_video(image: np.ndarray, points: np.ndarray, out: Path, *, checkpoint=N
 
 
 def _write_synthetic_image(path: Path, image: np.ndarray, avatar) -> Path:
-    """Write a rendered image, stamped as synthetic where ``reenact.provenance`` is available."""
+    """Write a rendered image, stamped as synthetic."""
     from reenact import io
+    from reenact.provenance import Provenance
 
-    try:
-        from reenact.provenance import Provenance, using
-    except ImportError:  # pragma: no cover - provenance not installed in this tree
-        return io.write_image(path, image)
-    with using(Provenance.of(avatar, operation="demo")):
-        return io.write_image(path, image)
+    return io.write_image(path, image, provenance=Provenance.of(avatar, operation="demo"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -633,9 +633,9 @@ class VideoWriter:
       Closing without any frame raises ValueError and writes nothing.
     * The moov index is moved to the front (``+faststart``), so a cut file is recognisably truncated and web
       players can start before the download ends.
-    * ``provenance``: ``"auto"`` (default) stamps the file (watermark, container record, C2PA) when it is
-      written inside ``reenact.provenance.using()`` or an avatar renders while the writer is open; a
-      ``Provenance`` always stamps with it; ``None`` never does (real footage). See :mod:`reenact.provenance`.
+    * ``provenance``: a ``Provenance`` stamps the file (watermark, container record, C2PA) with it (the
+      rendering pipelines pass ``Provenance.of(avatar)``); ``"auto"`` (default) stamps it inside
+      ``reenact.provenance.using()`` only; ``None`` never does (real footage). See :mod:`reenact.provenance`.
     """
 
     def __init__(self, path: PathLike, fps: float | Fraction, *, crf: int = 18, audio=None,
@@ -664,11 +664,6 @@ class VideoWriter:
         self._provenance = provenance
         self._stamp = None
         self._tmp: Path | None = None
-        self._listener = None
-        if provenance == "auto":
-            from reenact.provenance import Listener  # noqa: PLC0415
-
-            self._listener = Listener()  # learns whether an avatar renders into this writer
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -689,8 +684,7 @@ class VideoWriter:
         self._av = av
         from reenact.provenance import stamp_for  # noqa: PLC0415
 
-        self._stamp = stamp_for(self._provenance, h, w, "video", self._listener)
-        self._drop_listener()
+        self._stamp = stamp_for(self._provenance, h, w, "video")
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         self._tmp = tmp
@@ -767,16 +761,10 @@ class VideoWriter:
 
     # -- closing -------------------------------------------------------------------------------------
 
-    def _drop_listener(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-
     def close(self) -> None:
         """Flush the encoders, finish the file (and its C2PA manifest) and move it into place."""
         if self._closed:
             return
-        self._drop_listener()
         if self._container is None:
             self._closed = True
             raise ValueError(f"{self.path}: no frames were written, nothing saved")
@@ -804,7 +792,6 @@ class VideoWriter:
     def _abort(self, exc_type, exc, tb) -> None:
         """Drop everything written so far (the temp file); the caller re-raises."""
         self._closed = True
-        self._drop_listener()
         if self._container is not None:
             try:
                 self._container.close()

@@ -63,11 +63,12 @@ def reenactor(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def animated(reenactor, data_dir, tmp_path_factory):
     """20 real portraits (at most SIDE px), each personalised (feed-forward) and animated for FRAMES frames
-    (mouth and jaw opening and closing), pasted back, written by the central writer with its default
-    ``provenance="auto"``."""
+    (mouth and jaw opening and closing), pasted back and written by the render loop every pipeline uses, which
+    stamps its output with ``Provenance.of(avatar)``."""
     import cv2
 
     from puppeteer.drive import Compositor
+    from puppeteer.render_loop import render_video
 
     out = tmp_path_factory.mktemp("animated")
     files = sorted(r["file"] for r in manifest() if r["file"].startswith("portraits/"))
@@ -88,9 +89,7 @@ def animated(reenactor, data_dir, tmp_path_factory):
         pts[:, 6:11, 1] += opening  # chin
         pts[:, 56:59, 1] += opening  # lower lip
         path = out / f"{(data_dir / f).stem}.mp4"
-        with io.VideoWriter(path, 25) as w:
-            for crop, p in zip(avatar.render_batch(pts), pts):
-                w.write(comp(crop, p))
+        render_video(avatar, pts, path, 25, paste=lambda i, crop, p: comp(crop, p), progress=False)
         made.append((path, avatar.base_hash))
         if len(made) == 20:
             break
@@ -196,27 +195,50 @@ def test_failed_write_leaves_nothing_even_with_provenance(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_auto_stamps_only_what_an_avatar_renders_into(tmp_path, reenactor, portrait):
+def test_auto_stamps_only_inside_using_and_rendering_alone_marks_no_writer(tmp_path, reenactor, portrait):
     frames = [np.full((160, 160, 3), 90, np.uint8)] * 3
     io.write_video(tmp_path / "plain.mp4", frames, 25)  # real footage, prepared crops: untouched
     assert read_metadata(tmp_path / "plain.mp4") is None
     io.write_image(tmp_path / "plain.png", frames[0])
     assert read_metadata(tmp_path / "plain.png") is None
     avatar = reenactor.personalize([portrait], steps=0, progress=False)
-    with io.VideoWriter(tmp_path / "rendered.mp4", 25) as w:
+    # an avatar rendering on this thread while a writer given no provenance is open: the writer does not stamp
+    with io.VideoWriter(tmp_path / "unmarked.mp4", 25) as w:
         crops = avatar.render_batch(np.repeat(avatar.source_points[:1], 3, 0))
         for c in crops:
             w.write(np.asarray(np.kron(c, np.ones((5, 5, 1))), np.uint8))  # 32 px crops scaled to 160 px
+    assert read_metadata(tmp_path / "unmarked.mp4") is None
+    # the same frames given the avatar's provenance explicitly are stamped with its base model
+    with io.VideoWriter(tmp_path / "rendered.mp4", 25, provenance=Provenance.of(avatar)) as w:
+        for c in crops:
+            w.write(np.asarray(np.kron(c, np.ones((5, 5, 1))), np.uint8))
     rec = read_metadata(tmp_path / "rendered.mp4")
     assert rec["base_model"] == f"sha256:{avatar.base_hash}" and rec["watermark"]["state"] == "embedded"
-    # rendering before a writer opens does not leak into later, unrelated writes
-    io.write_video(tmp_path / "later.mp4", frames, 25)
-    assert read_metadata(tmp_path / "later.mp4") is None
     # frames too small to carry the mark: the record says it was skipped, and why
     with provenance.using(base_model=avatar.base_hash):
         io.write_video(tmp_path / "tiny.mp4", [c for c in crops], 25)
     wm = read_metadata(tmp_path / "tiny.mp4")["watermark"]
     assert wm["state"] == "skipped" and f"{MIN_SIDE} px" in wm["reason"]
+
+
+def test_pipelines_stamp_their_outputs_with_the_avatars_base_model(tmp_path, reenactor, portrait):
+    from puppeteer.render_loop import render_video
+
+    avatar = reenactor.personalize([portrait], steps=0, progress=False)
+    pts = np.repeat(avatar.source_points[:1], 3, 0)
+    big = lambda i, crop, p: np.asarray(np.kron(crop, np.ones((5, 5, 1))), np.uint8)  # noqa: E731
+    rec = read_metadata(render_video(avatar, pts, tmp_path / "called.mp4", 25, paste=big, progress=False))
+    assert rec["synthetic"] is True and rec["base_model"] == f"sha256:{avatar.base_hash}"
+    assert rec["watermark"]["state"] == "embedded"
+    # inside a using() block (the CLI's --no-watermark, the app's operation): its fields, the avatar's base model
+    with provenance.using(watermark=False, watermark_off_reason="--no-watermark", operation="animate"):
+        rec = read_metadata(render_video(avatar, pts, tmp_path / "scoped.mp4", 25, paste=big, progress=False))
+    assert rec["base_model"] == f"sha256:{avatar.base_hash}" and rec["operation"] == "animate"
+    assert rec["watermark"] == {"state": "off", "reason": "--no-watermark"}
+    # a still image is stamped when given the avatar's provenance
+    still = io.write_image(tmp_path / "still.png", big(0, avatar.render(avatar.source_points[0]), None),
+                           provenance=Provenance.of(avatar, operation="still"))
+    assert read_metadata(still)["base_model"] == f"sha256:{avatar.base_hash}"
 
 
 def test_watermark_off_is_explicit_and_recorded(tmp_path, portrait):

@@ -13,11 +13,11 @@ Every synthetic video or image reenact writes through :mod:`reenact.io` carries
 
 Which writes are stamped: the writers take ``provenance=``: a :class:`Provenance` (stamp with it), ``None``
 (never: real footage, e.g. prepared training crops) or ``"auto"`` (the default): stamp when the write happens
-inside :func:`using` (the CLI and the app wrap their work in it), or, for a video writer, when an avatar renders
-a frame while the writer is open (``Avatar.render_batch`` calls :func:`rendered`), which covers every
-pipeline (``puppeteer_video``, ``speak``, ``lipsync``, live recording) called from Python. A still image made
-from ``avatar.render_full(...)`` and saved afterwards is stamped with ``provenance=Provenance.of(avatar)`` or
-inside ``using()``.
+inside a :func:`using` block (the CLI and the app wrap their work in one to set the watermark and the operation).
+The pipelines that render (``puppeteer_video``, ``speak``, ``lipsync``, live recording, the demo) hand their
+writers ``Provenance.of(avatar)`` themselves, so their outputs are stamped however they are called. Rendering
+alone never marks a writer: a still image made from ``avatar.render_full(...)`` is stamped by passing
+``provenance=Provenance.of(avatar)`` to ``write_image`` (or by writing it inside ``using()``).
 
 ``reenact verify FILE`` (:func:`reenact.provenance.verify.verify`) reads all three back.
 """
@@ -26,9 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import threading
 import warnings
-import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +37,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from reenact.provenance.watermark import Embedder
 
-__all__ = ["Provenance", "using", "rendered", "current", "Stamp", "SCHEMA", "WATERMARK_SCHEME"]
+__all__ = ["Provenance", "using", "current", "Stamp", "SCHEMA", "WATERMARK_SCHEME"]
 
 SCHEMA = "reenact-provenance/1"
 WATERMARK_SCHEME = "reenact-ss/1"  # keyed spread spectrum on a 128/64-cell grid; see watermark.py
@@ -68,8 +66,13 @@ class Provenance:
 
     @classmethod
     def of(cls, avatar_or_reenactor: Any, **fields) -> "Provenance":
-        """The provenance of what ``avatar_or_reenactor`` renders (its base model's hash)."""
-        return cls(base_model=getattr(avatar_or_reenactor, "base_hash", None), **fields)
+        """The provenance of what ``avatar_or_reenactor`` renders: the innermost :func:`using` block's (a default
+        one outside any), its ``base_model`` filled in from ``avatar_or_reenactor.base_hash`` where the block
+        names none, then ``fields`` replaced."""
+        prov = current() or cls()
+        if prov.base_model is None:
+            prov = replace(prov, base_model=getattr(avatar_or_reenactor, "base_hash", None))
+        return replace(prov, **fields) if fields else prov
 
     @property
     def payload(self) -> int:
@@ -100,14 +103,13 @@ class Provenance:
 # ------------------------------------------------------------------------------------------ context
 
 _SCOPE: ContextVar["Provenance | None"] = ContextVar("reenact_provenance_scope", default=None)
-_LOCAL = threading.local()
 
 
 @contextlib.contextmanager
 def using(provenance: Provenance | None = None, **fields) -> Iterator[Provenance]:
     """Stamp every write made through ``reenact.io`` inside this block (with ``provenance``, or a
-    :class:`Provenance` of ``fields``). A base model learned from an avatar rendering into an open video
-    writer fills in a missing ``base_model``."""
+    :class:`Provenance` of ``fields``) that is given ``provenance="auto"`` (the writers' default), and start
+    :meth:`Provenance.of` from it. The block is a context variable: it covers this thread (or task) only."""
     prov = provenance if provenance is not None else Provenance(**fields)
     if provenance is not None and fields:
         prov = replace(provenance, **fields)
@@ -123,51 +125,13 @@ def current() -> Provenance | None:
     return _SCOPE.get()
 
 
-class Listener:
-    """Registered by a video writer in ``"auto"`` mode from its creation to its first frame: learns whether an
-    avatar rendered (and from which base model) while the writer was open."""
-
-    __slots__ = ("base_model", "synthetic", "__weakref__")
-
-    def __init__(self):
-        self.base_model: str | None = None
-        self.synthetic = False
-        listeners().add(self)
-
-    def close(self) -> None:
-        listeners().discard(self)
-
-
-def listeners() -> "weakref.WeakSet[Listener]":
-    """The open listeners of this thread (rendering and writing happen on the same thread in every pipeline)."""
-    s = getattr(_LOCAL, "listeners", None)
-    if s is None:
-        s = _LOCAL.listeners = weakref.WeakSet()
-    return s
-
-
-def rendered(base_hash: str | None) -> None:
-    """Called by ``Avatar.render_batch``: every video writer open on this thread holds synthetic frames."""
-    for lst in list(listeners()):
-        lst.synthetic = True
-        lst.base_model = lst.base_model or base_hash
-
-
-def resolve(arg: "Provenance | None | str", listener: Listener | None = None) -> Provenance | None:
+def resolve(arg: "Provenance | None | str") -> Provenance | None:
     """The provenance a write gets: see the module's docstring."""
-    if arg is None:
-        return None
-    if isinstance(arg, Provenance):
-        prov = arg
-    elif arg == "auto":
-        prov = current()
-        if prov is None and listener is not None and listener.synthetic:
-            prov = Provenance()
-    else:
-        raise ValueError(f"provenance must be a Provenance, None or 'auto', got {arg!r}")
-    if prov is not None and prov.base_model is None and listener is not None and listener.base_model:
-        prov = replace(prov, base_model=listener.base_model)
-    return prov
+    if arg is None or isinstance(arg, Provenance):
+        return arg
+    if arg == "auto":
+        return current()
+    raise ValueError(f"provenance must be a Provenance, None or 'auto', got {arg!r}")
 
 
 # -------------------------------------------------------------------------------------------- stamp
@@ -235,7 +199,7 @@ class Stamp:
         c2pa.sign_in_place(path, self.record, title=name)
 
 
-def stamp_for(arg: "Provenance | None | str", height: int, width: int, kind: Literal["video", "image"],
-              listener: Listener | None = None) -> Stamp | None:
-    prov = resolve(arg, listener)
+def stamp_for(arg: "Provenance | None | str", height: int, width: int,
+              kind: Literal["video", "image"]) -> Stamp | None:
+    prov = resolve(arg)
     return None if prov is None else Stamp(prov, height, width, kind)
