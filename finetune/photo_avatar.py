@@ -76,7 +76,7 @@ class PhotoAvatar(Avatar):
         if steps > 0:
             from finetune.region_finetune import finetune_region
 
-            G, psi, history, seconds = finetune_region(base, photos, pts, e, psi, steps=steps, seed=seed,
+            G, psi, history, seconds = finetune_region(base, photos, pts, psi, steps=steps, seed=seed,
                                                        progress=progress, **ft_options)
             encoded = encode_generator(G.state_dict(), base.G.state_dict(), g_encoding)
             info = {"mode": "FT", "steps": int(steps), "g_encoding": g_encoding,

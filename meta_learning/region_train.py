@@ -188,7 +188,7 @@ class RegionTrainer:
         loader = torch.utils.data.DataLoader(ds, batch_size=t.batch_size, num_workers=d.num_workers,
                                              pin_memory=self.device.type == "cuda", drop_last=True,
                                              persistent_workers=d.num_workers > 0, prefetch_factor=4 if d.num_workers else None)
-        val_loader = self.val_loader()
+        val_loader = self.val_loader() if self.val_clips else None
         self.out.mkdir(parents=True, exist_ok=True)
         log = open(self.out / "metrics.jsonl", "a")
         t0, acc, n = time.time(), {}, 0
@@ -204,7 +204,10 @@ class RegionTrainer:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 acc, n, t0 = {}, 0, time.time()
-            if self.step % t.val_every == 0 or self.step >= t.steps:
+            if (self.step % t.val_every == 0 or self.step >= t.steps) and not self.val_clips:
+                self.save("latest")  # nothing held out (tests, tiny sets): the last weights are the result
+                self.save("best")
+            elif self.step % t.val_every == 0 or self.step >= t.steps:
                 val = self.validate(val_loader)
                 rec = {"step": self.step, "val": {k: round(v, 4) for k, v in val.items()}}
                 print(json.dumps(rec), flush=True)

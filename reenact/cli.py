@@ -17,12 +17,15 @@ def _cmd_prepare(a):
 
     opts = PrepareOptions(size=a.size, frame_step=a.frame_step, crf=a.crf, crop_scale=a.crop_scale,
                           keyframe_interval=a.keyframe_interval, min_frames=a.min_frames,
-                          keep_audio=not a.no_audio, max_seconds=a.max_seconds, backend=a.backend)
+                          keep_audio=not a.no_audio, max_seconds=a.max_seconds, backend=a.backend,
+                          regions=a.regions)
     rep = prepare_dataset(a.src, a.out, opts, workers=a.workers, limit=a.limit, retry_skipped=a.retry_skipped)
     print(f"prepared {rep.done} clips in {rep.seconds:.1f} s ({rep.already} already done or skipped before), "
           f"skipped {len(rep.skipped)}")
     for key, why in sorted(rep.skipped.items()):
         print(f"  skipped {key}: {why}")
+    for key, why in sorted(rep.region_errors.items()):
+        print(f"  no region crops for {key} (retried by the next run): {why}")
 
 
 def _cmd_landmarks(a):
@@ -400,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-seconds", type=NON_NEGATIVE_FLOAT, default=0.0, help="only the first seconds of each clip")
     s.add_argument("--no-audio", action="store_true", help="do not keep the audio track")
     s.add_argument("--backend", default="dlib", help="landmark backend (default dlib)")
+    s.add_argument("--regions", default="mouth",
+                   help="region crops cut from the frames at their own resolution, comma list (default mouth; '' none)")
     s.add_argument("--workers", type=AT_LEAST_1, default=None, help="parallel workers (default: all cores)")
     s.add_argument("--limit", type=AT_LEAST_1, default=None, help="only the first n clips")
     s.add_argument("--retry-skipped", action="store_true", help="try clips skipped by an earlier run again")

@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class PrepareOptions:
     keep_audio: bool = True
     max_seconds: float = 0.0  # >0: use only the first seconds of each clip
     backend: str = "dlib"
+    regions: str = "mouth"  # comma list of region crops cut from the frames too (reenact.data.regions); "": none
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class PrepareReport:
     skipped: dict[str, str]  # key -> reason
     already: int
     seconds: float
+    region_errors: dict[str, str] = field(default_factory=dict)  # "<region>:<key>" -> reason (retried next run)
 
 
 def find_clips(src: str | Path) -> list[tuple[str, str, str, Path]]:
@@ -182,6 +184,11 @@ def prepare_dataset(src: str | Path, out: str | Path, opts: PrepareOptions = Pre
     out = Path(out)
     # everything that can be refused is checked before the output folder and dataset.json are made
     clips = find_clips(src)
+    from reenact.regions import REGIONS
+
+    unknown = [r.strip() for r in opts.regions.split(",") if r.strip() and r.strip() not in REGIONS]
+    if unknown:
+        raise InputError("--regions", f"unknown region {unknown[0]!r} (known: {', '.join(REGIONS)})")
     if out.exists() and not out.is_dir():
         raise InputError(out, "is a file; the output must be a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +223,7 @@ def prepare_dataset(src: str | Path, out: str | Path, opts: PrepareOptions = Pre
     n_done = 0
     workers = workers or max(1, (os.cpu_count() or 1))
     if not todo:
-        return PrepareReport(0, {}, already, time.time() - t0)
+        return PrepareReport(0, {}, already, time.time() - t0, _regions(out, opts, workers, progress))
     writer = _ShardWriter(out)
     bar = tqdm(total=len(todo), desc="prepare", unit="clip", disable=not progress)
     try:
@@ -241,4 +248,15 @@ def prepare_dataset(src: str | Path, out: str | Path, opts: PrepareOptions = Pre
     finally:
         bar.close()
         writer.close()
-    return PrepareReport(n_done, skipped, already, time.time() - t0)
+    return PrepareReport(n_done, skipped, already, time.time() - t0, _regions(out, opts, workers, progress))
+
+
+def _regions(out: Path, opts: PrepareOptions, workers: int, progress: bool) -> dict[str, str]:
+    """The region pass (after the clips, so an existing prepared set gains regions on a rerun)."""
+    from reenact.data.regions import prepare_regions
+
+    names = tuple(r.strip() for r in opts.regions.split(",") if r.strip())
+    if not names:
+        return {}
+    errors = prepare_regions(out, names, workers=workers, progress=progress)
+    return {f"{region}:{key}": why for region, errs in errors.items() for key, why in errs.items()}
