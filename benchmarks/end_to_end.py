@@ -2,7 +2,6 @@
 
     python benchmarks/end_to_end.py [--checkpoint CKPT] [--preset tiny] [--train-steps 30] [--device auto]
                                     [--clip PATH] [--portrait PATH] [--seconds 10] [--steps 0]
-    python benchmarks/end_to_end.py --make-bundle DIR [--clip PATH] [--portrait PATH] [--seconds 10]
     python benchmarks/end_to_end.py --bundle DIR [--checkpoint CKPT] [--preset tiny] [--device auto] [--steps 0]
 
 Without ``--checkpoint`` a model of ``--preset`` is meta-learned briefly first (``--train-steps`` on the first
@@ -13,10 +12,9 @@ driver's audio. Prints one Markdown table; the stages are sequential, so the tot
 waits for. The `tiny` preset (32 px) understates render and paste-back cost: pass a real checkpoint, or
 ``--preset small --train-steps 2`` for the cost of the small architecture.
 
-For a machine without dlib, its 68-point model or the shared data (the GPU machine), ``--make-bundle DIR``
-writes a small folder here: the driver clip and the portrait (copies), the driver's track as the puppeteer
-computes it (dlib, keyframe every 10th frame, fits confirmed; ``driver_track.npz``, filled, not smoothed), the
-portrait's 68 landmarks (``portrait_landmarks.npy``) and ``bundle.json`` with the tracking time measured here.
+For a machine without dlib, its 68-point model or the shared data, ``tools/e2e_bundle.py DIR`` writes a small
+folder: the driver clip and the portrait (copies), the driver's track as the puppeteer computes it,
+the portrait's 68 landmarks and ``bundle.json`` with the tracking time measured there.
 ``--bundle DIR`` then runs from that folder alone: the landmarks stage is precomputed (dlib is CPU-bound; its
 time is quoted from the machine that made the bundle), decoding is timed in a separate pass, and
 retargeting, rendering, paste-back and encoding are timed for real. Without ``--checkpoint`` the model is a
@@ -30,7 +28,6 @@ import csv
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -100,47 +97,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-KEYFRAME_INTERVAL = 10  # puppeteer_video's and the CLI's default
-
-
-def make_bundle(out: Path, clip: Path, portrait: Path, seconds: float) -> Path:
-    """Copy ``clip`` and ``portrait`` into ``out`` with their landmarks, tracked here with dlib."""
-    import numpy as np
-
-    from puppeteer.drive import track_driver
-    from reenact import io
-    from reenact.landmarks import create_detector
-
-    out.mkdir(parents=True, exist_ok=True)
-    info = io.probe(clip)
-    frames = min(int(round(seconds * info.fps)), info.num_frames)
-    det = create_detector("dlib")
-    track_driver(clip, det, max_frames=8, progress=False)  # warm-up, like the timed runs get
-    timings: dict[str, float] = {}
-    track = track_driver(clip, det, keyframe_interval=KEYFRAME_INTERVAL, check_faces=True, max_frames=frames,
-                         progress=False, timings=timings)
-    face = det.detect_one(io.read_image(portrait), multiple="error", source=str(portrait))
-    driver, photo = f"driver{clip.suffix.lower()}", f"portrait{portrait.suffix.lower()}"
-    shutil.copyfile(clip, out / driver)
-    shutil.copyfile(portrait, out / photo)
-    track.save(out / "driver_track.npz")
-    np.save(out / "portrait_landmarks.npy", np.asarray(face.points, np.float32))
-    import torch
-
-    meta = {"driver": driver, "driver_source": clip.name, "portrait": photo, "portrait_source": portrait.name,
-            "frames": len(track), "fps": float(info.fps), "seconds": seconds, "missing": int(len(track.missing)),
-            "landmarks": f"dlib, keyframe {KEYFRAME_INTERVAL}, fits confirmed (puppeteer.drive.track_driver)",
-            "landmarks_s": timings["landmarks"], "decode_s": timings["decode"],
-            "made_on": f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
-            "made_at": time.strftime("%Y-%m-%d %H:%M")}
-    (out / "bundle.json").write_text(json.dumps(meta, indent=1) + "\n")
-    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    print(f"{out}: {len(track)} frames of {clip.name} tracked in {meta['landmarks_s']:.2f} s "
-          f"(+ {meta['decode_s']:.2f} s decoding) on {meta['made_on']}; portrait {portrait.name}; "
-          f"{size / 1e6:.1f} MB")
-    return out
-
-
 def random_checkpoint(preset: str, out: Path) -> Path:
     """A checkpoint of ``preset`` with randomly initialised weights (seed 0): no dataset, no training."""
     import torch
@@ -184,14 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="driver seconds to use (default 10)")
     ap.add_argument("--steps", type=int, default=0, help="personalisation steps (not timed; default 0)")
     ap.add_argument("--bundle", type=Path, help="read clip, portrait and their precomputed landmarks from this "
-                                                "folder (made by --make-bundle): no dlib, no shared data")
-    ap.add_argument("--make-bundle", type=Path, metavar="DIR", help="write such a folder (tracks with dlib here) "
-                                                                    "and exit")
+                                                "folder (made by tools/e2e_bundle.py): no dlib, no shared data")
     a = ap.parse_args(argv)
-
-    if a.make_bundle:
-        make_bundle(a.make_bundle, a.clip or pick_clip(a.seconds), a.portrait, a.seconds)
-        return 0
 
     import torch
 

@@ -2,7 +2,9 @@
 
 Launch: ``torchrun --nproc_per_node=8 -m meta_learning.train --preset small ...`` (multi-node: add
 ``--nnodes=N --node_rank=R --rdzv_endpoint=HOST:PORT``). Each process reads RANK / LOCAL_RANK / WORLD_SIZE,
-joins the ``env://`` process group (NCCL on CUDA, gloo on CPU) and drives one device.
+joins the ``env://`` process group (NCCL on CUDA, gloo on CPU) and drives one device. NCCL's settings are the
+launcher's: this module reads the environment and changes none of it (``tools/torchrun.sh`` turns NVLink
+multicast off for machines whose partitioned GPUs hang on it).
 
 - Data: the episode sampler shards each global batch by rank (see ``EpisodeSampler``), so the union of the
   ranks' batches equals one process's batch of ``batch_size * world_size`` episodes.
@@ -34,18 +36,6 @@ from torch import nn
 
 from reenact.device import resolve_device
 
-# NVLink SHARP / multicast paths are off on our machines (they hang or fail on partitioned GPUs).
-SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
-
-
-def safe_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``os.environ`` for subprocesses with the multicast switches forced off."""
-    env = dict(os.environ)
-    env.update(extra or {})
-    env.update(SAFE_ENV)
-    return env
-
-
 @dataclass
 class DistEnv:
     """Where this process sits: ``rank`` of ``world_size``, ``local_rank`` on its node, and its ``device``."""
@@ -65,8 +55,8 @@ class DistEnv:
 
 
 def init_distributed(device: str = "auto", timeout_s: float = 1800) -> DistEnv:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single-process env."""
-    os.environ.update(SAFE_ENV)
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single-process env.
+    Reads the environment torchrun sets and changes none of it (NCCL switches are the launcher's to set)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

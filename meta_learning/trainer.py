@@ -38,7 +38,7 @@ from meta_learning.distributed import DistEnv
 from reenact.losses import ContentLoss, d_hinge, embedding_match, feature_matching, g_hinge
 from reenact.device import resolve_device
 from reenact.checkpoint import (LATEST, atomic_write_text, load_checkpoint, prune_checkpoints, save_checkpoint,
-                                write_latest)
+                                shard_bytes, write_latest)
 from reenact.errors import CheckpointError, NonFiniteLossError
 from reenact.gan import update
 from reenact.models import GeneratorOutput, build_discriminator, build_embedder, build_generator
@@ -488,7 +488,7 @@ class Trainer:
         }
         name = f"step_{self.step:07d}"
         path = save_checkpoint(self.ckpt_dir / name, self._modules(), self.cfg, meta, tensors,
-                               state_dtype=self.tc.state_dtype)
+                               state_dtype=self.tc.state_dtype, max_file_bytes=shard_bytes(self.tc.shard_mb))
         write_latest(self.ckpt_dir, name)
         prune_checkpoints(self.ckpt_dir, int(self.tc.keep_checkpoints))
         return path

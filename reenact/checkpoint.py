@@ -7,9 +7,11 @@ Layout of one checkpoint directory (written to ``<name>.tmp-*`` then renamed, so
     model.safetensors               module weights, keys "<module>.<param>" (e.g. "G.P.weight")
     train_state.safetensors         optional: optimiser state tensors, torch/CUDA RNG states (uint8)
 
-Any safetensors file above ``MAX_FILE_BYTES`` (15 MiB: our transfer limit is 16 MiB per file) is written as
-shards ``<stem>-00001-of-0000N.safetensors`` plus ``<stem>.index.json`` (which file holds which key; tensors
-larger than the limit are split along their flattened storage into ``<key>@@<j>`` parts).
+Each stem is one ``<stem>.safetensors`` file by default. With ``max_file_bytes`` set (``train.shard_mb`` in
+stage 1; the tools that move checkpoints between machines with a per-file limit pass one), a larger one is
+written as shards ``<stem>-00001-of-0000N.safetensors`` plus ``<stem>.index.json`` (which file holds which key;
+tensors larger than the limit are split along their flattened storage into ``<key>@@<j>`` parts). Loading
+reads either layout.
 
 ``state_dtype="bfloat16"`` stores floating tensors of more than one element in bfloat16 (half the size;
 resuming is then approximate); they are cast back to the module's dtype on load.
@@ -35,7 +37,6 @@ from torch import nn
 
 from reenact.errors import CheckpointError
 
-MAX_FILE_BYTES = 15 * 1024 * 1024
 LATEST = "latest"
 _SPLIT = "@@"
 HASH_KEY = "weights_sha256"  # meta.json: the weights hash recorded at the first load (checked on every later one)
@@ -85,9 +86,25 @@ def _to_cpu(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return t.contiguous()
 
 
-def save_tensors(folder: Path, stem: str, tensors: dict[str, torch.Tensor], max_bytes: int = MAX_FILE_BYTES) -> list[str]:
-    """Write ``tensors`` as ``<stem>.safetensors`` or as shards + ``<stem>.index.json``; returns file names."""
+def shard_bytes(shard_mb: float) -> int | None:
+    """``max_file_bytes`` for a limit given in MiB (``train.shard_mb``): 0 means one file per stem (None)."""
+    if shard_mb < 0:
+        raise ValueError(f"shard_mb must be >= 0 (0: one file), got {shard_mb}")
+    return int(shard_mb * 1024 * 1024) or None
+
+
+def save_tensors(folder: Path, stem: str, tensors: dict[str, torch.Tensor],
+                 max_file_bytes: int | None = None) -> list[str]:
+    """Write ``tensors`` as ``<stem>.safetensors`` (``max_file_bytes`` None: always), or as shards of at most
+    ``max_file_bytes`` each + ``<stem>.index.json`` when they are larger; returns the file names."""
     from safetensors.torch import save_file
+
+    if max_file_bytes is None:
+        save_file(dict(tensors), str(folder / f"{stem}.safetensors"))
+        return [f"{stem}.safetensors"]
+    if max_file_bytes <= 0:
+        raise ValueError(f"max_file_bytes must be > 0 (or None for one file), got {max_file_bytes}")
+    max_bytes = int(max_file_bytes)
 
     pieces: dict[str, torch.Tensor] = {}
     splits: dict[str, dict[str, Any]] = {}
@@ -226,8 +243,10 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, modules: dict[str, nn.Module], config: Any, meta: dict[str, Any],
-                    train_state: dict[str, torch.Tensor] | None = None, state_dtype: str = "float32") -> Path:
-    """Write a checkpoint directory at ``path`` atomically (replacing an existing one) and return it."""
+                    train_state: dict[str, torch.Tensor] | None = None, state_dtype: str = "float32",
+                    max_file_bytes: int | None = None) -> Path:
+    """Write a checkpoint directory at ``path`` atomically (replacing an existing one) and return it.
+    ``max_file_bytes``: None writes each stem as one file; a number shards larger ones (see the module)."""
     from reenact.config import to_yaml
 
     if state_dtype not in ("float32", "bfloat16"):
@@ -238,9 +257,9 @@ def save_checkpoint(path: str | Path, modules: dict[str, nn.Module], config: Any
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         weights = {f"{m}.{k}": _to_cpu(v, dtype) for m, mod in modules.items() for k, v in mod.state_dict().items()}
-        save_tensors(tmp, "model", weights)
+        save_tensors(tmp, "model", weights, max_file_bytes)
         if train_state:
-            save_tensors(tmp, "train_state", {k: _to_cpu(v, dtype) for k, v in train_state.items()})
+            save_tensors(tmp, "train_state", {k: _to_cpu(v, dtype) for k, v in train_state.items()}, max_file_bytes)
         meta = dict(meta)
         meta.setdefault("versions", versions())
         meta["modules"] = list(modules)
@@ -383,10 +402,12 @@ def prune_checkpoints(folder: str | Path, keep: int, prefix: str = "step_") -> N
 
 
 def export_checkpoint(src: str | Path, dst: str | Path, modules: tuple[str, ...] = ("E_ema", "G_ema", "D"),
-                      dtype: str = "float16", meta: dict[str, Any] | None = None) -> Path:
+                      dtype: str = "float16", meta: dict[str, Any] | None = None,
+                      max_file_bytes: int | None = None) -> Path:
     """A compact inference + fine-tuning copy of a stage-1 checkpoint: only ``modules`` (falling back from
     ``E_ema``/``G_ema`` to ``E``/``G`` when a run kept no EMA), floating tensors in ``dtype`` (cast back to fp32
-    on load), no optimiser state, machine-specific paths cleared from the config. Written atomically."""
+    on load), no optimiser state, machine-specific paths cleared from the config. Written atomically, as one
+    weights file unless ``max_file_bytes`` asks for shards."""
     from omegaconf import OmegaConf
 
     if dtype not in ("float16", "bfloat16", "float32"):
@@ -416,4 +437,5 @@ def export_checkpoint(src: str | Path, dst: str | Path, modules: tuple[str, ...]
     info = {k: v for k, v in ck.meta.items() if k in ("step", "versions", "seconds")}
     info.update(meta or {})
     info["exported_from"] = {"path": str(ck.path), "step": ck.step, "dtype": dtype}
-    return save_checkpoint(dst, {n: _Holder(ck.weights[n]) for n in chosen}, cfg, info)
+    return save_checkpoint(dst, {n: _Holder(ck.weights[n]) for n in chosen}, cfg, info,
+                           max_file_bytes=max_file_bytes)

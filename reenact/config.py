@@ -101,6 +101,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (also written at the last step)
     keep_checkpoints: int = 3  # newest checkpoints kept (0: keep all)
     state_dtype: str = "float32"  # "float32" (exact resume) or "bfloat16" (compact, approximate resume)
+    shard_mb: float = 0  # > 0: checkpoint weight files above this many MiB are written as shards; 0: one file each
     shots_min: int = 0  # > 0: each step uses k ~ U[shots_min, K] shots (train for 1-shot use too); 0: always K
     init_weights: str = ""  # checkpoint whose E/G/D weights start a new run (ignored when resuming)
     resume: str = "auto"  # "auto": out_dir's latest checkpoint if any; "none"; or a checkpoint path

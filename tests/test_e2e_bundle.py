@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("end_to_end", REPO / "benchmarks" / "end_to_end.py")
+def _script(name: str, path):
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -25,9 +25,9 @@ def test_a_precomputed_track_drives_like_the_tracker_and_the_bundle_runs_without
     from reenact.errors import InputError
     from reenact.landmarks.track import FaceTrack
 
-    bench = _bench()
+    bench = _script("end_to_end", REPO / "benchmarks" / "end_to_end.py")
     bundle = tmp_path / "bundle"
-    bench.make_bundle(bundle, clip_512, portrait, seconds=1.0)
+    _script("e2e_bundle", REPO / "tools" / "e2e_bundle.py").make_bundle(bundle, clip_512, portrait, seconds=1.0)
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["frames"] == 25 and meta["landmarks_s"] > 0
     assert (bundle / "driver.mp4").read_bytes() == clip_512.read_bytes()

@@ -191,7 +191,10 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, standin, monke
 
 def test_checkpoint_shards_and_bfloat16(tmp_path):
     big = {"a": torch.randn(3, 1000, 1000), "b": torch.arange(10), "c": torch.randn(100)}
-    files = save_tensors(tmp_path, "model", big, max_bytes=5 * 1024 * 1024)
+    (tmp_path / "one").mkdir()
+    assert save_tensors(tmp_path / "one", "model", big) == ["model.safetensors"]  # the default: one file, any size
+    assert torch.equal(load_tensors(tmp_path / "one", "model")["a"], big["a"])
+    files = save_tensors(tmp_path, "model", big, max_file_bytes=5 * 1024 * 1024)
     assert "model.index.json" in files and all((tmp_path / f).stat().st_size <= 5 * 1024 * 1024 + 4096
                                                for f in files)
     back = load_tensors(tmp_path, "model")
@@ -200,9 +203,11 @@ def test_checkpoint_shards_and_bfloat16(tmp_path):
 
 
 def test_bfloat16_state_resumes_approximately(tmp_path, standin):
-    t = Trainer(_cfg(tmp_path / "a", "train.checkpoint_every=2", "train.state_dtype=bfloat16"), dataset=standin)
+    t = Trainer(_cfg(tmp_path / "a", "train.checkpoint_every=2", "train.state_dtype=bfloat16",
+                     "train.shard_mb=0.05"), dataset=standin)
     t.fit(2)
     ck = load_checkpoint(tmp_path / "a")
+    assert (ck.path / "model.index.json").exists() and not (ck.path / "model.safetensors").exists()  # shard_mb
     assert ck.weights["G"]["P.parametrizations.weight.original"].dtype == torch.bfloat16
     assert ck.train_state["opt_g.0.step"].dtype == torch.float32  # counters stay exact
     t2 = Trainer(_cfg(tmp_path / "b", f"train.resume={tmp_path / 'a'}"), dataset=standin)
