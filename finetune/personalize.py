@@ -46,7 +46,7 @@ class FinetuneOptions:
     seed: int = 0
     progress: bool = True
     # "all": G and psi' (the paper's stage 2). "psi": only psi' (the AdaIN parameters), G frozen: the avatar file
-    # holds psi' alone; on held-out faces it reaches the figures of "all" (README, session 4).
+    # holds psi' alone; on held-out faces it reaches the figures of "all" (docs/results.md).
     train: str = "all"
     lr_psi: float | None = None  # psi's learning rate (None: lr_g); "psi" alone needs a larger one to move
     # warp-guided G: weight of the mean synthesis share (1 - blend mask) in G's loss, a prior towards passing the

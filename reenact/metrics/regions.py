@@ -22,8 +22,8 @@ from reenact.metrics.psnr_ssim import psnr, ssim_map
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (pixels, end exclusive)
 
 DEFAULT_MARGIN = 0.2
-# A mouth is open (its interior is scored) from an inner-lip gap of 0.08 outer-eye-corner distances: issue 17's
-# rule; below it the polygon is a sliver of lip pixels.
+# A mouth is open (its interior is scored) from an inner-lip gap of 0.08 outer-eye-corner distances; below it the
+# polygon is a sliver of lip pixels.
 OPEN_MOUTH = 0.08
 # The interior polygon grows by this many pixels, so the lips' inner edge (where a stretched lip shows) counts.
 INTERIOR_DILATE_PX = 2
@@ -116,7 +116,7 @@ def mouth_interior_metrics(fake: np.ndarray, real: np.ndarray, points: np.ndarra
 
     Returns ``interior_psnr`` (dB, from the mean squared error over the mask's pixels and channels; ``inf`` for
     identical pixels) and ``interior_l1`` (mean absolute error in gray levels, 0-255), each (N,) and NaN on the
-    targets whose mouth is not open. Pooled as issue 17 does: the arithmetic mean of the per-target dB over the
+    targets whose mouth is not open. Pooled as the arithmetic mean of the per-target dB over the
     open-mouth targets (not the PSNR of a pooled MSE), so every open mouth weighs the same whatever its size.
     """
     fake, real, points = np.asarray(fake), np.asarray(real), np.asarray(points)

@@ -64,8 +64,8 @@ def method_tag(method: str, k: int, opts) -> str:
         ft += ("" if opts.ft_train == "all" else opts.ft_train) \
             + ("" if opts.ft_lr_psi is None else f"lr{float(opts.ft_lr_psi):g}") \
             + (f"wt{float(opts.ft_warp_trust):g}" if opts.ft_warp_trust else "")
-    # "-v2": sources given to the model as they are (session 4); caches of the earlier harness, which cropped them
-    # again, must not answer for it
+    # "-v2": sources given to the model as they are; caches of the earlier harness, which cropped them again,
+    # must not answer for it
     return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}-v2"
 
 

@@ -56,7 +56,7 @@ _USER_TITLES = {**_TITLES, "interior_psnr": ("mouth interior PSNR", "{:.2f}"),
                 "interior_l1": ("mouth interior L1", "{:.2f}"),
                 "face_sharpness": ("face sharpness (full res)", "{:.3f}"),
                 "lapvar_ratio": ("sharpness (crop)", "{:.3f}")}
-# The headline table: the figures of issue 17's bar, (subset, metric, title).
+# The headline table: the figures the user-path quality bar is stated in, (subset, metric, title).
 _HEADLINE = (("all", "psnr", "PSNR"), ("all", "ssim", "SSIM"), ("all", "mouth_ssim", "mouth SSIM"),
              ("hard", "mouth_ssim", "hard-frame mouth SSIM"),
              ("all", "interior_psnr", "mouth interior PSNR (open mouths)"),
