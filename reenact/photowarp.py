@@ -100,11 +100,12 @@ class PhotoWarp:
     ``(OUTER_SCALE - INNER_SCALE) / 2`` face extents, so the rings never cross however far the head moves.
     """
 
-    def __init__(self, points: np.ndarray):
+    def __init__(self, points: np.ndarray, follow_head: bool = True):
         pts = np.asarray(points, np.float32)
         if pts.shape != (68, 2) or not np.isfinite(pts).all():
             raise ValueError(f"expected finite (68, 2) landmarks, got {pts.shape}")
         self.points = pts
+        self.follow_head = follow_head
         self.inner = face_anchors(pts, INNER_SCALE)
         self.margin = (OUTER_SCALE - INNER_SCALE) / 2 * float(box_from_points(pts, CropParams(scale=1.0))[2])
 
@@ -112,8 +113,11 @@ class PhotoWarp:
         """``(src, dst, outer)``: the control points in the photo and at the target (landmarks, inner ring,
         outer ring) and the outer ring alone."""
         dst = np.asarray(dst_points, np.float64)
-        sim = fit_similarity(self.points[list(RIGID)], dst[list(RIGID)])
-        moved = self.inner @ sim[:, :2].T + sim[:, 2]
+        if self.follow_head:
+            sim = fit_similarity(self.points[list(RIGID)], dst[list(RIGID)])
+            moved = self.inner @ sim[:, :2].T + sim[:, 2]
+        else:
+            moved = self.inner
         both = np.concatenate([self.inner, moved])
         outer = _ring(both.min(0) - self.margin, both.max(0) + self.margin)
         return (np.concatenate([self.points, self.inner, outer]), np.concatenate([dst, moved, outer]), outer)
@@ -169,16 +173,29 @@ class PhotoWarp:
         full = cv2.resize(coarse, (nx * step, ny * step), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(full[step:step + h, step:step + w])
 
-    def warp(self, photo: np.ndarray, dst_points: np.ndarray, step: int = STEP) -> np.ndarray:
-        """The whole photo (RGB uint8 ``(H, W, 3)``) warped to ``dst_points`` (``(68, 2)`` photo pixels)."""
+    def warp(self, photo: np.ndarray, dst_points: np.ndarray, step: int = STEP, face_only: bool = True) -> np.ndarray:
+        """The photo (RGB uint8 ``(H, W, 3)``) warped to ``dst_points`` (``(68, 2)`` photo pixels).
+
+        face_only: blend the warp into the photo with the soft face mask of the target landmarks
+        (:func:`reenact.crop.face_mask`, as paste-back does), so hair and background keep the photo's pixels:
+        a static camera's background does not move with the head. Measured on 12 held-out clips (user
+        protocol, 1 shot): PSNR 23.09 / SSIM 0.774 / face sharpness 0.95 with it, 21.74 / 0.744 / 1.07 without
+        (the 256 px crop warp pasted back: 22.98 / 0.778 / 0.47).
+        """
         H, W = photo.shape[:2]
         x0, y0, x1, y1 = self.roi(dst_points, H, W)
         out = photo.copy()
         if x1 <= x0 or y1 <= y0:
             return out
         shift = np.array([[1, 0, x0], [0, 1, y0]], np.float64)
-        mp = self.map(dst_points, shift, (y1 - y0, x1 - x0), step)
-        out[y0:y1, x0:x1] = sample(photo, mp)
+        warped = sample(photo, self.map(dst_points, shift, (y1 - y0, x1 - x0), step))
+        if face_only:
+            from reenact.crop import face_mask
+
+            a = face_mask(np.asarray(dst_points, np.float32) - np.float32([x0, y0]), (y1 - y0, x1 - x0))[..., None]
+            roi = photo[y0:y1, x0:x1].astype(np.float32)
+            warped = np.clip(roi + (warped.astype(np.float32) - roi) * a + 0.5, 0, 255).astype(np.uint8)
+        out[y0:y1, x0:x1] = warped
         return out
 
     def warp_region(self, photo: np.ndarray, dst_points: np.ndarray, to_region: np.ndarray, size: int,
