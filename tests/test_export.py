@@ -37,3 +37,22 @@ def test_default_model_is_bundled_small_and_loads():
     assert size < 40 * 2**20
     r = Reenactor.load(None, "cpu")
     assert r.base.config.model.resolution == 256 and (path / "MODEL_CARD.md").exists()
+
+
+def test_transfer_tool_writes_files_under_the_limit_that_load_as_the_original(tmp_path, tiny_warp_checkpoint):
+    import importlib.util
+
+    import torch
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("transfer_checkpoint", REPO / "tools" / "transfer_checkpoint.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    limit_mb = 0.05
+    assert tool.main([str(tiny_warp_checkpoint), str(tmp_path / "full"), "--full", "--mb", str(limit_mb)]) == 0
+    files = list((tmp_path / "full").glob("*.safetensors"))
+    assert len(files) > 2 and all(f.stat().st_size <= limit_mb * 2**20 + 8192 for f in files)  # + header
+    a, b = load_checkpoint(tiny_warp_checkpoint), load_checkpoint(tmp_path / "full")
+    assert set(a.weights) == set(b.weights) and b.step == a.step and b.train_state is not None
+    assert all(torch.equal(a.weights[m][k], b.weights[m][k]) for m in a.weights for k in a.weights[m])

@@ -33,22 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     if not a.full:
         out = export_checkpoint(a.src, a.dst, max_file_bytes=limit)
     else:
-        import torch
-        from torch import nn
+        from types import SimpleNamespace
 
         ck = load_checkpoint(a.src, train_state=True)
-
-        class _Stored(nn.Module):  # save_checkpoint takes modules: hand it the tensors as read
-            def __init__(self, tensors: dict[str, torch.Tensor]):
-                super().__init__()
-                self._t = tensors
-
-            def state_dict(self, *args, **kwargs):  # noqa: D102
-                return dict(self._t)
-
-        out = save_checkpoint(a.dst, {n: _Stored(w) for n, w in ck.weights.items()}, ck.config, ck.meta,
-                              ck.train_state, state_dtype=ck.meta.get("state_dtype", "float32"),
-                              max_file_bytes=limit)
+        # save_checkpoint reads each module's state_dict(): hand it the tensors as read, without building networks
+        stored = {n: SimpleNamespace(state_dict=lambda w=w: w) for n, w in ck.weights.items()}
+        out = save_checkpoint(a.dst, stored, ck.config, ck.meta, ck.train_state,
+                              state_dtype=ck.meta.get("state_dtype", "float32"), max_file_bytes=limit)
     for f in sorted(out.iterdir()):
         print(f"{f.stat().st_size / 2**20:7.2f} MiB  {f.name}")
     return 0
