@@ -58,7 +58,7 @@ def main() -> None:
         E, G, spec, size = model.E, model.G, model.spec, model.size
     else:
         m = load_region_config().model
-        E, G = RegionEmbedder(m.size, m.embed_dim, m.e_base).to(dev).eval(), RegionGenerator(m.size, m.embed_dim, m.g_width).to(dev).eval()
+        E, G = RegionEmbedder(m.size, m.embed_dim, m.e_base).to(dev).eval(), RegionGenerator(m.size, m.embed_dim, m.g_width, m.g_head).to(dev).eval()
         spec, size = get_region(m.region), m.size
     with torch.no_grad():
         psi = G.psi(embed(E, [photo], [pts], spec, size, dev))

@@ -6,7 +6,7 @@ One step (Zakharov et al. 2019, on region crops):
 
 1. E embeds the k source crops (+ landmark images) -> e; ``psi = P e``; G turns the first shot warped to the
    target landmarks + the target's landmark image into RGB + mask; the blend is the output.
-2. G/E update on  pyramid L1 + (1 - SSIM) + inner-polygon L1 + adv * (-D(fake)) + fm * FM
+2. G/E update (``reenact.gan.update``, as every trainer here) on  pyramid L1 + (1 - SSIM) + inner-polygon L1 + adv * (-D(fake)) + fm * FM
    + mch * |W[i] - e| + mask_outside * (mask outside the lips)   (D frozen, W detached);
 3. D update on  hinge(real, fake) + mch * |W[i] - e|  (e detached).
 
@@ -33,7 +33,7 @@ from reenact.checkpoint import load_checkpoint, save_checkpoint, versions
 from reenact.config import RegionConfig, load_region_config
 from reenact.data.region_episodes import RegionClips, RegionEpisodeOptions, RegionEpisodes, colour
 from reenact.device import resolve_device
-from reenact.errors import NonFiniteLossError
+from reenact.gan import update
 from reenact.losses import d_hinge, embedding_match, feature_matching, g_hinge, pyramid_l1, ssim
 from reenact.models.region import RegionDiscriminator, RegionEmbedder, RegionGenerator
 
@@ -43,7 +43,7 @@ OPEN = 0.08
 
 def build_region_models(cfg: RegionConfig, num_videos: int) -> tuple[RegionEmbedder, RegionGenerator, RegionDiscriminator]:
     m = cfg.model
-    return (RegionEmbedder(m.size, m.embed_dim, m.e_base), RegionGenerator(m.size, m.embed_dim, m.g_width),
+    return (RegionEmbedder(m.size, m.embed_dim, m.e_base), RegionGenerator(m.size, m.embed_dim, m.g_width, m.g_head),
             RegionDiscriminator(num_videos, m.size, m.embed_dim, m.d_base))
 
 
@@ -90,13 +90,6 @@ class RegionTrainer:
         e = E(b["src"], b["src_draw"], b["shots"])
         return e, G(b["warped"], b["tgt_draw"], G.psi(e))
 
-    def _finite(self, terms: dict[str, torch.Tensor], phase: str) -> dict[str, float]:
-        logs = {k: float(v.detach()) for k, v in terms.items()}
-        bad = [k for k, v in logs.items() if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(f"non-finite {phase} loss at step {self.step}: {', '.join(bad)}")
-        return logs
-
     def train_step(self, b: dict, log: bool = True) -> dict[str, float]:
         w, t = self.cfg.loss, self.cfg.train
         b = self._batch(b)
@@ -115,14 +108,14 @@ class RegionTrainer:
                      **g_hinge(fake_score), **feature_matching(real_feats, fake_feats),
                      **embedding_match(self.D.W(b["video"]).detach(), e),
                      "mask_outside": (out.mask.float() * (1 - outer)).mean()}
-            ramp = min(1.0, self.step / w.adv_warmup) if w.adv_warmup > 0 else 1.0
+            since = self.step - w.adv_start
+            ramp = 0.0 if since < 0 else (min(1.0, since / w.adv_warmup) if w.adv_warmup > 0 else 1.0)
             weights = {"pyramid": w.pyramid, "ssim": w.ssim, "inner": w.inner, "adv": w.adv * ramp, "fm": w.fm * ramp,
                        "mch": w.mch, "mask_outside": w.mask_outside}
-            g_loss = sum(weights[k] * v for k, v in terms.items())
-        self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(self.G.parameters()) + list(self.E.parameters()), t.grad_clip)
-        self.opt_g.step()
+        logs = update(self.opt_g, terms, weights=weights, total_name="g_total", grad_clip=t.grad_clip,
+                      params=list(self.G.parameters()) + list(self.E.parameters()),
+                      logged={"mask_mean": out.mask.detach().float().mean()},
+                      where=f"step {self.step} (generator update)")
         # D
         self.D.requires_grad_(True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -130,18 +123,11 @@ class RegionTrainer:
             fake_score, _ = self.D(out.image.detach(), b["tgt_draw"], b["video"])
             dterms = {**d_hinge(real_score, fake_score),
                       "mch_d": embedding_match(self.D.W(b["video"]), e.detach())["mch"]}
-            d_loss = dterms["d_real"] + dterms["d_fake"] + w.mch * dterms["mch_d"]
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.D.parameters(), t.grad_clip)
-        self.opt_d.step()
+        logs |= update(self.opt_d, dterms, weights={"mch_d": w.mch}, total_name="d_total", grad_clip=t.grad_clip,
+                       where=f"step {self.step} (discriminator update)")
         self._ema()
         self.step += 1
-        if not log:
-            return {}
-        logs = self._finite({**terms, **dterms}, "training")
-        logs["mask_mean"] = float(out.mask.detach().float().mean())
-        return logs
+        return logs if log else {}
 
     @torch.no_grad()
     def _ema(self) -> None:

@@ -159,6 +159,7 @@ class RegionModelConfig:
     size: int = 128  # crop side in pixels
     embed_dim: int = 256
     g_width: int = 48  # G's widths: w, 2w, 4w at 64, 32, 16 px
+    g_head: str = "resize"  # G's output: "resize" (bilinear x2 + conv) or "shuffle" (sub-pixel conv: checkerboards)
     e_base: int = 32
     d_base: int = 32
 
@@ -169,7 +170,8 @@ class RegionLossConfig:
     ssim: float = 5.0  # 1 - SSIM
     inner: float = 20.0  # extra L1 inside the target's inner polygon (teeth, cavity)
     adv: float = 0.1  # hinge (at 1.0 with these weights D won within 1000 steps and G collapsed to painting all)
-    adv_warmup: int = 2000  # adv and fm ramp up linearly over these first steps: G first learns to reconstruct
+    adv_start: int = 3000  # adv and fm are off before this step (G first learns to reconstruct) ...
+    adv_warmup: int = 2000  # ... then ramp up linearly over these steps
     fm: float = 10.0  # feature matching
     mch: float = 10.0  # |W_i - e| (Zakharov et al.'s embedding match)
     mask_outside: float = 5.0  # mean mask outside the dilated outer polygon: pass the warp there

@@ -6,7 +6,9 @@
   -> RGB and a soft blend mask; AdaIN parameters ``psi = P e`` (P is G's projection). Output
   ``m * rgb + (1 - m) * warped``: G paints where a warp cannot (teeth, the cavity of an open mouth) and passes
   the warp elsewhere. Built for a CPU: stride-2 encoder to 16 px, one AdaIN residual block, AdaIN decoder to
-  64 px and a sub-pixel (pixel-shuffle) output at full size; about 0.5 GFLOPs at 128x128.
+  64 px and an output conv at full size after a bilinear upsampling (``head="resize"``; the sub-pixel
+  ``"shuffle"`` head of the first trained model painted a 2 px checkerboard, the artefact Odena et al. 2016
+  describe for sub-pixel and transposed convolutions); about 1.3 GFLOPs at 128x128 with width 48.
 - :class:`RegionDiscriminator` D: projection discriminator on (crop, landmark image) with a per-video
   embedding table ``W`` (the paper's ``W_i``; ``w0`` shared); returns the realism score and its features
   (feature matching).
@@ -81,7 +83,7 @@ class RegionEmbedder(nn.Module):
 
 
 class RegionGenerator(nn.Module):
-    def __init__(self, size: int = 128, dim: int = 256, width: int = 32):
+    def __init__(self, size: int = 128, dim: int = 256, width: int = 32, head: str = "resize"):
         super().__init__()
         w1, w2, w3 = width, 2 * width, 4 * width  # 64, 32, 16 px
         self.size = size
@@ -93,12 +95,18 @@ class RegionGenerator(nn.Module):
         self.a2 = AdaIN(w2)
         self.d1 = nn.Conv2d(w2, w1, 3, padding=1, bias=False)
         self.a1 = AdaIN(w1)
-        self.out = nn.Conv2d(w1, 4 * 4, 3, padding=1)  # (rgb + mask) x 2x2 sub-pixels
+        self.head = head
+        if head == "shuffle":
+            self.out = nn.Conv2d(w1, 4 * 4, 3, padding=1)  # (rgb + mask) x 2x2 sub-pixels
+        elif head == "resize":
+            self.out = nn.Conv2d(w1, 4, 3, padding=1)  # at full size, after a bilinear upsampling
+        else:
+            raise ValueError(f"unknown generator head {head!r} (known: shuffle, resize)")
         self.num_params = self.mid.num_params + self.a2.num_params + self.a1.num_params
         self.P = nn.Linear(dim, self.num_params)
         with torch.no_grad():
             # the mask starts mostly closed (sigmoid(-2) = 0.12): training begins at the warp's quality
-            self.out.bias.view(4, 4)[3].fill_(-2.0)
+            self.out.bias.view(4, -1)[3].fill_(-2.0)
 
     def psi(self, e: torch.Tensor) -> torch.Tensor:
         """AdaIN parameters ``(B, n)`` from embeddings ``(B, D)``."""
@@ -116,7 +124,10 @@ class RegionGenerator(nn.Module):
         h = self.mid(F.relu(self.e2(h1)), pm)
         h = F.relu(self.a2(self.d2(F.interpolate(h, scale_factor=2.0, mode="nearest")), p2)) + h1
         h = F.relu(self.a1(self.d1(F.interpolate(h, scale_factor=2.0, mode="nearest")), p1)) + h0
-        y = F.pixel_shuffle(self.out(h), 2)  # (B, 4, S, S)
+        if self.head == "shuffle":
+            y = F.pixel_shuffle(self.out(h), 2)  # (B, 4, S, S)
+        else:
+            y = self.out(F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False))
         rgb = torch.tanh(y[:, :3])
         mask = torch.sigmoid(y[:, 3:4].float()).to(rgb.dtype)
         return RegionOutput(mask * rgb + (1 - mask) * warped, rgb, mask)

@@ -47,7 +47,7 @@ class RegionModel:
         if cfg is None:
             raise CheckpointError(f"{ck.path}: no config.yaml, cannot build the networks")
         m = cfg.model
-        E, G = RegionEmbedder(m.size, m.embed_dim, m.e_base), RegionGenerator(m.size, m.embed_dim, m.g_width)
+        E, G = RegionEmbedder(m.size, m.embed_dim, m.e_base), RegionGenerator(m.size, m.embed_dim, m.g_width, m.g_head)
         digest = checkpoint_hash(ck)
         ck.load_into({"E_ema": E, "G_ema": G})
         for net in (E, G):
