@@ -154,7 +154,8 @@ class PhotoWarp:
         q = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64) @ m[:, :2].T + m[:, 2]  # photo coords
         ai = a[idx.reshape(-1)]
         out = np.einsum("nij,nj->ni", ai[:, :, :2], q) + ai[:, :, 2]
-        inside = _inside_convex(q, outer)
+        lo, hi = outer.min(0), outer.max(0)  # the outer ring is an axis-aligned box
+        inside = ((q >= lo) & (q <= hi)).all(1)
         out[~inside] = q[~inside]  # identity outside the anchor ring: the photo stays as it is there
         return out.reshape(h, w, 2).astype(np.float32)
 
@@ -180,21 +181,36 @@ class PhotoWarp:
         (:func:`reenact.crop.face_mask`, as paste-back does), so hair and background keep the photo's pixels:
         a static camera's background does not move with the head. Measured on 12 held-out clips (user
         protocol, 1 shot): PSNR 23.09 / SSIM 0.774 / face sharpness 0.95 with it, 21.74 / 0.744 / 1.07 without
-        (the 256 px crop warp pasted back: 22.98 / 0.778 / 0.47).
+        (the 256 px crop warp pasted back: 22.98 / 0.778 / 0.47). Only the mask's footprint is resampled.
         """
         H, W = photo.shape[:2]
         x0, y0, x1, y1 = self.roi(dst_points, H, W)
         out = photo.copy()
         if x1 <= x0 or y1 <= y0:
             return out
-        shift = np.array([[1, 0, x0], [0, 1, y0]], np.float64)
-        warped = sample(photo, self.map(dst_points, shift, (y1 - y0, x1 - x0), step))
+        alpha = None
         if face_only:
             from reenact.crop import face_mask
 
-            a = face_mask(np.asarray(dst_points, np.float32) - np.float32([x0, y0]), (y1 - y0, x1 - x0))[..., None]
+            # the mask is soft (feathered over ~8% of the face): made at 1/4 size and upsampled, 10x cheaper
+            q = 4
+            h, w = y1 - y0, x1 - x0
+            small = face_mask((np.asarray(dst_points, np.float32) - np.float32([x0, y0]) + 0.5) / q - 0.5,
+                              (-(-h // q), -(-w // q)))
+            ys, xs = np.nonzero(small > 1.0 / 512)
+            if not len(ys):
+                return out
+            # shrink the ROI to the mask's footprint (whole 1/4 cells, one cell of margin)
+            nx0, ny0 = x0 + max(xs.min() - 1, 0) * q, y0 + max(ys.min() - 1, 0) * q
+            nx1, ny1 = min(x0 + (xs.max() + 2) * q, x1), min(y0 + (ys.max() + 2) * q, y1)
+            alpha = cv2.resize(small, (small.shape[1] * q, small.shape[0] * q),
+                               interpolation=cv2.INTER_LINEAR)[ny0 - y0:ny1 - y0, nx0 - x0:nx1 - x0, None]
+            x0, y0, x1, y1 = nx0, ny0, nx1, ny1
+        shift = np.array([[1, 0, x0], [0, 1, y0]], np.float64)
+        warped = sample(photo, self.map(dst_points, shift, (y1 - y0, x1 - x0), step))
+        if alpha is not None:
             roi = photo[y0:y1, x0:x1].astype(np.float32)
-            warped = np.clip(roi + (warped.astype(np.float32) - roi) * a + 0.5, 0, 255).astype(np.uint8)
+            warped = np.clip(roi + (warped.astype(np.float32) - roi) * alpha + 0.5, 0, 255).astype(np.uint8)
         out[y0:y1, x0:x1] = warped
         return out
 
@@ -210,14 +226,6 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """2x3 affine ``outer o inner`` (apply ``inner`` first)."""
     o, i = np.asarray(outer, np.float64), np.asarray(inner, np.float64)
     return np.concatenate([o[:, :2] @ i[:, :2], (o[:, :2] @ i[:, 2] + o[:, 2])[:, None]], 1)
-
-
-def _inside_convex(q: np.ndarray, hull: np.ndarray) -> np.ndarray:
-    """Boolean (N,) for points ``q`` (N, 2) inside (or on) a convex polygon ``hull`` (M, 2), either winding."""
-    e = np.roll(hull, -1, 0) - hull  # edges
-    rel = q[:, None, :] - hull[None]  # (N, M, 2)
-    cross = e[None, :, 0] * rel[..., 1] - e[None, :, 1] * rel[..., 0]
-    return (cross >= -1e-6).all(1) | (cross <= 1e-6).all(1)
 
 
 def sample(photo: np.ndarray, coords: np.ndarray) -> np.ndarray:
