@@ -103,3 +103,36 @@ def test_prepare_with_a_missing_source_creates_nothing(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "no-such-folder"), str(out)]) == 2
     assert capsys.readouterr().err == f"reenact: error: {tmp_path / 'no-such-folder'}: not a folder of videos\n"
     assert not out.exists()
+
+
+def test_aliases_of_one_person_fall_on_one_side_and_others_keep_their_side():
+    """pc44 and pc51 are one person: held out together at every fraction, while every other identity of the
+    shared set is held out exactly as by the plain hash of its own name (the held-out set does not move)."""
+    import types
+    import zlib
+
+    from conftest import manifest
+
+    from reenact.data.dataset import IDENTITY_ALIASES, canonical_identity
+    from reenact.data.region_episodes import RegionClips
+
+    idents = sorted({r["identity"] for r in manifest() if r["file"].startswith("videos/")})
+    assert {"pc44", "pc51"} <= set(idents) and canonical_identity("pc51") == canonical_identity("pc44")
+    records = [types.SimpleNamespace(identity=i) for i in idents for _ in range(2)]
+    fake_ds = types.SimpleNamespace(identities=idents, records=records)
+    fake_regions = types.SimpleNamespace(identities=[r.identity for r in records])
+    for fraction in (0.1, 0.3, 0.5, 0.7, 0.9):
+        train, val = PreparedDataset.split(fake_ds, None, fraction)
+        held = {records[i].identity for i in val}
+        assert not held & {records[i].identity for i in train}
+        assert ("pc44" in held) == ("pc51" in held)
+        plain = {i for i in idents if zlib.crc32(i.encode()) % 10_000 < fraction * 10_000}
+        assert held - set(IDENTITY_ALIASES) == plain - set(IDENTITY_ALIASES)
+        r_train, r_val = RegionClips.split(fake_regions, fraction)
+        assert (r_train, r_val) == (train, val)  # the region trainer holds out the same people
+    # at the default fraction nobody moves: pc44's hash keeps both in training, as pc51's alone did
+    train, val = PreparedDataset.split(fake_ds, None, 0.1)
+    assert {records[i].identity for i in val} == {i for i in idents if zlib.crc32(i.encode()) % 10_000 < 1000}
+    # naming either alias holds out both
+    _, val = PreparedDataset.split(fake_ds, ["pc51"])
+    assert {records[i].identity for i in val} == {"pc44", "pc51"}

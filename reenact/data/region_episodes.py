@@ -21,7 +21,6 @@ from photos of any sharpness).
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from reenact.crop import invert, transform_points
+from reenact.data.dataset import held_out
 from reenact.photowarp import PhotoWarp, compose, sample
 from reenact.regions import draw_region, get_region, opening
 
@@ -76,7 +76,7 @@ class RegionClips:
 
     def split(self, val_fraction: float = 0.1) -> tuple[list[int], list[int]]:
         """(train, val) clip indices by identity, with :meth:`PreparedDataset.split`'s hash rule."""
-        held = {i for i in set(self.identities) if zlib.crc32(i.encode()) % 10_000 < val_fraction * 10_000}
+        held = held_out(set(self.identities), val_fraction)
         return ([c for c, i in enumerate(self.identities) if i not in held],
                 [c for c, i in enumerate(self.identities) if i in held])
 
