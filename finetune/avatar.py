@@ -125,6 +125,16 @@ def decode_generator(encoded: dict[str, torch.Tensor], base: dict[str, torch.Ten
     return state
 
 
+def tuned_generator(G: torch.nn.Module, encoded: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The generator an avatar renders with: a frozen copy of ``G`` with the avatar's stored tensors, or ``G``
+    itself (shared) for a feed-forward avatar."""
+    if not any(k.startswith("G.") for k in encoded):
+        return G
+    tuned = copy.deepcopy(G)
+    tuned.load_state_dict(decode_generator(encoded, {k: v.detach().cpu() for k, v in G.state_dict().items()}))
+    return tuned.eval().requires_grad_(False)
+
+
 # ----------------------------------------------------------------------------------------------- avatar
 
 class Avatar:
@@ -154,13 +164,7 @@ class Avatar:
         self.sources = sources
         self.info = info
         self.history = history or []
-        if any(k.startswith("G.") for k in encoded):
-            base_state = {k: v.detach().cpu() for k, v in base.G.state_dict().items()}
-            self.G = copy.deepcopy(base.G)
-            self.G.load_state_dict(decode_generator(encoded, base_state))
-            self.G.eval().requires_grad_(False)
-        else:
-            self.G = base.G  # feed-forward: the base generator, shared
+        self.G = tuned_generator(base.G, encoded)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -356,10 +360,6 @@ class Avatar:
     def load(cls, path: str | os.PathLike, reenactor: Any) -> "Avatar":
         """Open an avatar file onto its base model (a ``Reenactor`` or a ``BaseModel``). Raises CheckpointError
         when the file is not an avatar or was made from another base model (both hashes are named)."""
-        if read_avatar_metadata(path).get("renderer") == "photo":
-            from finetune.photo_avatar import PhotoAvatar
-
-            return PhotoAvatar.load(path, reenactor)
         base = getattr(reenactor, "base", reenactor)
         meta, tensors = read_avatar_file(path)
         if meta["base_hash"] != base.hash:

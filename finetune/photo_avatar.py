@@ -9,7 +9,6 @@ region generator's tensors that differ from the base model's (``G.q8.*`` ..., th
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from finetune.avatar import FORMAT, FORMAT_VERSION, Avatar, Source, decode_generator, encode_generator, read_avatar_file
+from finetune.avatar import FORMAT, FORMAT_VERSION, Avatar, Source, encode_generator, read_avatar_file, tuned_generator
 from reenact.crop import CropParams, crop_image, transform_points
 from reenact.errors import CheckpointError, InputError
 from reenact.renderer import PhotoRenderer, embed
@@ -48,12 +47,7 @@ class PhotoAvatar(Avatar):
         self.sources, self.info, self.history = list(sources), info, history or []
         self.photos = [np.ascontiguousarray(p) for p in photos]
         self.source_crops = None
-        if any(k.startswith("G.") for k in encoded):
-            self.G = copy.deepcopy(base.G)
-            self.G.load_state_dict(decode_generator(encoded, {k: v.detach().cpu() for k, v in base.G.state_dict().items()}))
-            self.G.eval().requires_grad_(False)
-        else:
-            self.G = base.G
+        self.G = tuned_generator(base.G, encoded)
         self._renderer = PhotoRenderer(self.photos[0], self.sources[0].points, self.G, self.psi, base.spec, base.size)
 
     # -- construction ----------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ One step (Zakharov et al. 2019, on region crops):
 1. E embeds the k source crops (+ landmark images) -> e; ``psi = P e``; G turns the first shot warped to the
    target landmarks + the target's landmark image into RGB + mask; the blend is the output.
 2. G/E update (``reenact.gan.update``, as every trainer here) on  pyramid L1 + (1 - SSIM) + inner-polygon L1 + adv * (-D(fake)) + fm * FM
-   + mch * |W[i] - e| + mask_outside * (mask outside the lips)   (D frozen, W detached);
+   + mch * |W[i] - e| + mask_outside * (mask outside the lips) [+ perceptual * EfficientNet-Lite0 feature L1]
+   (D frozen, W detached);
 3. D update on  hinge(real, fake) + mch * |W[i] - e|  (e detached).
 
 Validation on held-out identities (fixed episodes, one shot, every target a hard frame): the mouth interior
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from reenact.checkpoint import load_checkpoint, save_checkpoint, versions
+from reenact.checkpoint import load_checkpoint, save_checkpoint, shard_bytes, versions
 from reenact.config import RegionConfig, load_region_config
 from reenact.data.region_episodes import RegionClips, RegionEpisodeOptions, RegionEpisodes, colour
 from reenact.device import resolve_device
@@ -74,6 +75,12 @@ class RegionTrainer:
         self.opt_g = torch.optim.Adam([{"params": self.G.parameters(), "lr": t.lr_g},
                                        {"params": self.E.parameters(), "lr": t.lr_e}], betas=tuple(t.betas))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.betas))
+        # loss.perceptual > 0: EfficientNet-Lite0 feature L1 (reenact.losses_offline, extra `losses`)
+        self.perceptual = None
+        if cfg.loss.perceptual > 0:
+            from reenact.losses_offline import EfficientPerceptual
+
+            self.perceptual = EfficientPerceptual().to(self.device)
         self.step = 0
         self.out = Path(t.out_dir)
         self.best = -math.inf
@@ -112,6 +119,9 @@ class RegionTrainer:
             ramp = 0.0 if since < 0 else (min(1.0, since / w.adv_warmup) if w.adv_warmup > 0 else 1.0)
             weights = {"pyramid": w.pyramid, "ssim": w.ssim, "inner": w.inner, "adv": w.adv * ramp, "fm": w.fm * ramp,
                        "mch": w.mch, "mask_outside": w.mask_outside}
+            if self.perceptual is not None:
+                terms["perceptual"] = self.perceptual(out.image, b["tgt"])
+                weights["perceptual"] = w.perceptual
         logs = update(self.opt_g, terms, weights=weights, total_name="g_total", grad_clip=t.grad_clip,
                       params=list(self.G.parameters()) + list(self.E.parameters()),
                       logged={"mask_mean": out.mask.detach().float().mean()},
@@ -165,7 +175,7 @@ class RegionTrainer:
         meta = {"step": self.step, "kind": "region", "region": self.cfg.model.region, "val": val or {},
                 "num_videos": len(self.data), "clips": self.data.keys, "versions": versions()}
         return save_checkpoint(self.out / name, {"E_ema": self.E_ema, "G_ema": self.G_ema, "D": self.D},
-                               self.cfg, meta)
+                               self.cfg, meta, max_file_bytes=shard_bytes(self.cfg.train.shard_mb))
 
     def fit(self) -> None:
         t, d = self.cfg.train, self.cfg.data

@@ -172,7 +172,10 @@ class Reenactor:
         """Open an avatar file made from this model (CheckpointError naming both hashes otherwise)."""
         from finetune.avatar import Avatar
 
-        return Avatar.load(path, self)
+        from finetune.avatar import read_avatar_metadata
+        from finetune.photo_avatar import PhotoAvatar, is_photo_avatar
+
+        return (PhotoAvatar if is_photo_avatar(read_avatar_metadata(path)) else Avatar).load(path, self)
 
 
 def open_avatar(path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,

@@ -63,7 +63,8 @@ class LossConfig:
     adv_weight: float = 1.0  # hinge adversarial term of G
     fm_weight: float = 10.0  # feature matching on D's residual-block activations (paper: 10)
     mch_weight: float = 80.0  # embedding match |W[i] - e_i|_1 (paper: 80)
-    content: list[str] = field(default_factory=lambda: ["pyramid"])  # any of "pyramid", "vgg19", "vggface"
+    # any of "pyramid", "vgg19", "vggface", "identity", "efficientnet" (the last two: extra `losses`, no download)
+    content: list[str] = field(default_factory=lambda: ["pyramid"])
     pyramid_weight: float = 10.0  # multi-scale L1 (offline default, needs no weights)
     pyramid_levels: int = 4  # scales of the Gaussian pyramid
     ssim_weight: float = 1.0  # (1 - SSIM) term of the offline default
@@ -71,6 +72,8 @@ class LossConfig:
     vgg19_path: str = ""  # local VGG19 ImageNet weights (.safetensors / .pth, torchvision key layout)
     vggface_weight: float = 0.025  # paper: 2.5e-2
     vggface_path: str = ""  # local VGGFace (VGG16 layout) weights, Caffe-style BGR 0-255 input
+    identity_weight: float = 1.0  # "identity": 1 - cosine of SFace embeddings of output and target (not tuned yet)
+    efficientnet_weight: float = 1.0  # "efficientnet": EfficientNet-Lite0 normalised-feature L1 (not tuned yet)
     # warp-guided G only (the ``reg`` of its output): smoothness of the residual flow (a flow that varies from
     # pixel to pixel blurs the warped texture: measured, its sharpness fell from 0.80 to 0.63 of the real frame's)
     # and a prior towards passing the warp through (the synthesis branch painted over warped pixels that were
@@ -175,6 +178,9 @@ class RegionLossConfig:
     fm: float = 10.0  # feature matching
     mch: float = 10.0  # |W_i - e| (Zakharov et al.'s embedding match)
     mask_outside: float = 5.0  # mean mask outside the dilated outer polygon: pass the warp there
+    # EfficientNet-Lite0 normalised-feature L1 of the blend vs the real crop (extra `losses`; 0: off). Mouth crops
+    # hold no whole face, so SFace's identity loss has no place here.
+    perceptual: float = 0.0
 
 
 @dataclass
@@ -205,6 +211,7 @@ class RegionTrainConfig:
     val_episodes: int = 256
     log_every: int = 50
     init_weights: str = ""  # a region checkpoint to start from (fresh optimisers)
+    shard_mb: float = 0.0  # > 0: weight files of at most this many MiB (15 to bring them back from a GPU machine)
 
 
 @dataclass
