@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
+	# without its torchvision dependency: PyPI's torchvision is a CUDA build that breaks beside the CPU torch
+	$(BIN)/python -m pip install -q --no-deps onnx2torch==1.5.15
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
