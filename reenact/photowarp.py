@@ -7,12 +7,13 @@ itself, once, at full resolution:
 - A Delaunay triangulation of the target's 68 landmarks plus two rings of anchor points
   (:func:`face_anchors`): an inner ring around the face (1.8x the landmarks' extent, the 256 px crop's
   border) that moves with the head (the similarity that best maps the photo's rigid landmarks onto the
-  target's), so hair and neck follow the face however far the head moves; and an outer ring (3x) fixed in the
-  photo (around both positions of the inner ring), so the warp fades to the identity there and the rest of
-  the photo keeps its pixels exactly. Triangulating the target (not the photo)
-  means no two triangles overlap where the map is evaluated, whatever the pose; inner lips and eyelids are
-  pulled apart first, for the triangulation only, so that a mouth always has triangles inside it (an open
-  target mouth is filled by stretching a closed one, as in the classical warp).
+  target's), so the face's surroundings follow the head however far it moves; and an outer ring fixed in the
+  photo around both positions of the inner ring, so the warp fades to the identity there and the rest of the
+  photo keeps its pixels exactly. Triangulating the target (not the photo) means no two triangles overlap
+  where the map is evaluated, whatever the pose; an open target mouth is filled by stretching a closed one,
+  as in the classical warp. (Pulling the inner lips apart for the triangulation, so that a closed mouth
+  always has triangles inside it, measured slightly worse on 12 held-out clips: mouth SSIM 0.676 against
+  0.678, interior PSNR 15.61 against 15.71 dB.)
 - For a target, each triangle's affine map (target -> photo) is evaluated on a coarse grid over the output
   (every ``step`` pixels) and upsampled: a piecewise-affine map is smooth enough that 4 px cells cost
   sub-pixel errors only at triangle edges, and it is 16x cheaper than a per-pixel map.
@@ -63,21 +64,6 @@ def face_anchors(points: np.ndarray, scale: float, per_side: int = ANCHORS_PER_S
     cx, cy, side = box_from_points(points, CropParams(scale=scale))
     h = side / 2
     return _ring(np.array([cx - h, cy - h]), np.array([cx + h, cy + h]), per_side)
-
-
-def _opened(points: np.ndarray) -> np.ndarray:
-    """The landmarks with inner lips and eyelids moved apart, for triangulation only: coincident points of a
-    closed mouth or eye would otherwise give no (or arbitrary) triangles inside it."""
-    p = np.asarray(points, np.float64).copy()
-    iod = float(np.linalg.norm(p[45] - p[36])) or 1.0
-    up, down = [61, 62, 63], [67, 66, 65]
-    gap = 0.15 * iod
-    p[up, 1] -= gap / 2
-    p[down, 1] += gap / 2
-    for top, bottom in (([37, 38], [41, 40]), ([43, 44], [47, 46])):
-        p[top, 1] -= 0.04 * iod
-        p[bottom, 1] += 0.04 * iod
-    return p
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -140,7 +126,7 @@ class PhotoWarp:
         m = np.asarray(to_photo, np.float64)
         inv = cv2.invertAffineTransform(m.astype(np.float64))
         dst_grid = dst @ inv[:, :2].T + inv[:, 2]  # target points in grid coordinates
-        tris = triangulate(np.concatenate([_opened(dst[:68]), dst[68:]]))
+        tris = triangulate(dst)
         idx = triangle_index_map(dst_grid, tris, h, w)
         # per-triangle affine target -> photo: A = S @ D^-1 with D the target triangle (homogeneous)
         d = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], 2).transpose(0, 2, 1)
