@@ -34,6 +34,9 @@ class PhotoAvatar(Avatar):
     """Same interface as :class:`finetune.avatar.Avatar` (render, render_batch, render_full(_batch), drive,
     save); ``base`` is a :class:`reenact.models.region_model.RegionModel`; ``photos`` the source images."""
 
+    #: renders whole frames of its photo natively: pipelines ask for those instead of pasting crops back
+    renders_photo = True
+
     def __init__(self, base: "RegionModel", psi: torch.Tensor, e: torch.Tensor, encoded: dict[str, torch.Tensor],
                  sources: list[Source], info: dict[str, Any], photos: Sequence[np.ndarray],
                  history: list[dict[str, float]] | None = None):

@@ -112,6 +112,27 @@ class Compositor:
     def size(self) -> tuple[int, int]:
         return self.image.shape[0], self.image.shape[1]
 
+    def render(self, avatar: "Avatar", points: np.ndarray, batch_size: int | None = None,
+               timings: dict[str, float] | None = None) -> list[np.ndarray]:
+        """Full frames for ``points`` ``(N, 68, 2)`` in the shot's crop pixels. An avatar that renders at the
+        photo's own resolution (``renders_photo``: the photo renderer) is asked for the frames directly, so the
+        face is resampled once; a crop avatar's crops are pasted back (:meth:`__call__`). ``timings`` gets the
+        seconds of ``render`` and ``paste_back``."""
+        from reenact.crop import invert, transform_points
+
+        timings = {} if timings is None else timings
+        t = time.perf_counter()
+        if getattr(avatar, "renders_photo", False):
+            frames = list(avatar.render_full_batch(transform_points(points, invert(self.matrix))))
+            timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
+            return frames
+        crops = avatar.render_batch(points, batch_size=batch_size)
+        t2 = time.perf_counter()
+        frames = [self(c, p) for c, p in zip(crops, points)]
+        timings["render"] = timings.get("render", 0.0) + t2 - t
+        timings["paste_back"] = timings.get("paste_back", 0.0) + time.perf_counter() - t2
+        return frames
+
     def __call__(self, crop: np.ndarray, points: np.ndarray) -> np.ndarray:
         """One rendered crop ``(S, S, 3)`` and its landmarks ``(68, 2)`` crop pixels -> the full frame."""
         from reenact.crop import face_mask, paste_back
@@ -298,8 +319,7 @@ def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | o
         samples = io.read_audio(driver, sample_rate=rate)[:int(round(n * rate / info.fps))]
     timings["audio"] = time.perf_counter() - t
 
-    render_video(avatar, points, output, info.fps, paste=None if comp is None else lambda i, crop, p: comp(crop, p),
-                 audio=samples, audio_rate=rate or 16000, crf=crf, batch_size=batch_size, progress=progress,
+    render_video(avatar, points, output, info.fps, compositor=comp, audio=samples, audio_rate=rate or 16000, crf=crf, batch_size=batch_size, progress=progress,
                  timings=timings)
     size = comp.size if comp is not None else (avatar.resolution, avatar.resolution)
     return DriveResult(output=output, frames=n, fps=float(info.fps), size=size, reference=int(ref),
@@ -387,8 +407,9 @@ class LiveDriver:
                 self.reference = t
             if self._retarget is not None:
                 self.points = self._retarget(pts)
-        crop = self.avatar.render_batch(self.points[None])[0]
-        return self._comp(crop, self.points) if self._comp is not None else crop
+        if self._comp is not None:
+            return self._comp.render(self.avatar, self.points[None])[0]
+        return self.avatar.render_batch(self.points[None])[0]
 
 
 def drive(avatar: "Avatar", frames: Iterable[np.ndarray], **options) -> LiveDriver:

@@ -16,6 +16,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.avatar import Avatar
+    from puppeteer.drive import Compositor
 
 Paste = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 """``paste(i, crop, points) -> frame``: output frame ``i`` from its rendered crop ``(S, S, 3)`` and the crop's
@@ -30,13 +31,15 @@ def default_batch(avatar: "Avatar") -> int:
 
 
 def render_video(avatar: "Avatar", points: np.ndarray, output: str | os.PathLike, fps: float, *,
-                 paste: Paste | None = None, audio: np.ndarray | None = None, audio_rate: int = 16000,
+                 compositor: "Compositor | None" = None, paste: Paste | None = None, audio: np.ndarray | None = None, audio_rate: int = 16000,
                  crf: int = 18, batch_size: int | None = None, progress: bool = True,
                  timings: dict[str, float] | None = None) -> Path:
     """Render ``points`` ``(T, 68, 2)`` (crop pixels) with ``avatar`` and write ``output`` (H.264 mp4).
 
-    paste: turns each rendered crop into the frame written (a :class:`~puppeteer.drive.Compositor` wrapped as
-        ``lambda i, crop, p: comp(crop, p)``, a lipsync frame, ...); None writes the crops themselves.
+    compositor: a :class:`~puppeteer.drive.Compositor`: frames of the avatar's photo (rendered at the photo's
+        resolution by a photo avatar, pasted back for a crop avatar); None: the crops.
+    paste: turns each rendered crop (or the compositor's frame) into the frame written (a lipsync frame, a frame
+        kept for a poster, ...); None writes them as they are.
     audio, audio_rate: mono float samples muxed with the frames (trim them to the video first).
     timings: seconds are added to its ``render``, ``paste_back`` and ``encode`` entries.
     The file is stamped as synthetic with ``Provenance.of(avatar)`` (see :mod:`reenact.provenance`).
@@ -57,8 +60,11 @@ def render_video(avatar: "Avatar", points: np.ndarray, output: str | os.PathLike
         for i in range(0, len(points), chunk):
             part = points[i:i + chunk]
             t = time.perf_counter()
-            crops = avatar.render_batch(part, batch_size=chunk)
-            timings["render"] += time.perf_counter() - t
+            if compositor is not None:
+                crops = compositor.render(avatar, part, batch_size=chunk, timings=timings)
+            else:
+                crops = avatar.render_batch(part, batch_size=chunk)
+                timings["render"] += time.perf_counter() - t
             for j, (crop, p) in enumerate(zip(crops, part)):
                 t = time.perf_counter()
                 frame = crop if paste is None else paste(i + j, crop, p)

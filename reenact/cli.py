@@ -124,7 +124,7 @@ def _cmd_render(a):
 
     pts = _read_track_points(Path(a.landmarks))
     avatar = open_avatar(a.avatar, a.checkpoint, device=a.device)
-    paste = None
+    comp = None
     if a.full:
         if not 0 <= a.shot < avatar.shots:
             raise InputError(a.avatar, f"--shot {a.shot}: the avatar has {avatar.shots} source image(s)")
@@ -134,10 +134,7 @@ def _cmd_render(a):
                              "pass it with --source IMAGE")
         comp = Compositor(avatar, io.read_image(src), a.shot)
         pts = transform_points(pts, comp.matrix)  # image pixels -> the source's crop pixels
-
-        def paste(i, crop, p):
-            return comp(crop, p)
-    render_video(avatar, pts, a.output, a.fps, paste=paste, crf=a.crf, batch_size=32, progress=not a.no_progress)
+    render_video(avatar, pts, a.output, a.fps, compositor=comp, crf=a.crf, batch_size=32, progress=not a.no_progress)
     print(f"{len(pts)} frames -> {a.output}")
 
 

@@ -176,7 +176,7 @@ class RegionLossConfig:
     adv_start: int = 3000  # adv and fm are off before this step (G first learns to reconstruct) ...
     adv_warmup: int = 2000  # ... then ramp up linearly over these steps
     fm: float = 10.0  # feature matching
-    mch: float = 10.0  # |W_i - e| (Zakharov et al.'s embedding match)
+    mch: float = 1.0  # |W_i - e| (Zakharov et al.'s embedding match); at 10 the embeddings shrank to ~0 together
     mask_outside: float = 5.0  # mean mask outside the dilated outer polygon: pass the warp there
     # EfficientNet-Lite0 normalised-feature L1 of the blend vs the real crop (extra `losses`; 0: off). Mouth crops
     # hold no whole face, so SFace's identity loss has no place here.

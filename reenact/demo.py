@@ -102,13 +102,12 @@ def make_video(image: np.ndarray, points: np.ndarray, out: Path, *, checkpoint=N
     keep = set(np.linspace(0, len(points_all) - 1, 10).round().astype(int).tolist())
     kept: dict[int, np.ndarray] = {}
 
-    def paste(i, crop, p):
-        frame = comp(crop, p)
+    def keep_some(i, frame, p):
         if i in keep:
             kept[i] = frame
         return frame
 
-    render_video(avatar, points_all, video, fps, paste=paste, audio=audio, audio_rate=sr,
+    render_video(avatar, points_all, video, fps, compositor=comp, paste=keep_some, audio=audio, audio_rate=sr,
                  batch_size=64 if avatar.base.device.type == "cuda" else 8, progress=progress, timings=timings)
 
     # ten frames, each in a 192 px crop around the face (for a README gallery)

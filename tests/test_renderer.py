@@ -171,3 +171,21 @@ def test_mouth_opening_in_iod(photo):
     opened[[65, 66, 67], 1] = opened[[63, 62, 61], 1] + 0.2 * iod
     opened[[65, 66, 67], 0] = opened[[63, 62, 61], 0]
     assert opening(opened) == pytest.approx(0.2, rel=1e-4)
+
+
+def test_pipelines_render_photo_avatars_at_the_photos_resolution(region_checkpoint, photo, speech_clip, tmp_path):
+    """puppeteer_video into the photo asks a photo avatar for whole frames (one resampling of the face), and the
+    output has the photo's size."""
+    from puppeteer import puppeteer_video
+    from reenact.api import Reenactor
+
+    img, pts = photo
+    avatar = Reenactor.load(region_checkpoint, device="cpu").personalize([img], steps=0, landmarks=[pts],
+                                                                         progress=False)
+    calls = []
+    real = avatar.render_full_batch
+    avatar.render_full_batch = lambda p, *a, **k: calls.append(len(p)) or real(p, *a, **k)
+    res = puppeteer_video(avatar, speech_clip, tmp_path / "out.mp4", into=img, max_frames=6, progress=False)
+    assert sum(calls) == 6
+    frames = list(io.read_frames(res.output))
+    assert len(frames) == 6 and frames[0].shape == img.shape

@@ -221,15 +221,12 @@ def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *
     points = speech_track(avatar.source_points[0], samples, fps, F.SAMPLE_RATE, model, motion, mouth_gain)
     points = np.clip(points, -avatar.resolution, 2 * avatar.resolution)
     timings["landmarks"] = time.perf_counter() - t
-    paste = None
+    comp = None
     if not crop:
         from puppeteer.drive import Compositor
 
         comp = Compositor(avatar, portrait, 0)
-
-        def paste(i, c, p):
-            return comp(c, p)
-    render_video(avatar, points, output, fps, paste=paste, audio=samples, audio_rate=F.SAMPLE_RATE, crf=crf,
+    render_video(avatar, points, output, fps, compositor=comp, audio=samples, audio_rate=F.SAMPLE_RATE, crf=crf,
                  progress=progress, timings=timings)
     return SpeakResult(output, len(points), float(fps), len(samples) / F.SAMPLE_RATE, points, timings)
 
