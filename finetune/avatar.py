@@ -155,16 +155,19 @@ class Avatar:
         if getattr(base.G, "needs_sources", False) and self.source_crops is None:
             raise CheckpointError("the base model's warp-guided generator needs the source crops, which this "
                                   "avatar does not carry")
+        self._person(base, psi, e, base.G.num_adain_params, encoded, sources, info, history)
+        self.G = tuned_generator(base.G, encoded)
+
+    def _person(self, base, psi: torch.Tensor, e: torch.Tensor, num_params: int, encoded: dict[str, torch.Tensor],
+                sources: Sequence[Source], info: dict[str, Any], history: list[dict[str, float]] | None) -> None:
+        """Store what every avatar kind holds: psi (checked against its generator's ``num_params``), e, the
+        encoded generator tensors, sources, info, history."""
         self.psi = psi.detach().float().to(base.device)
         self.e = e.detach().float().to(base.device)
-        if self.psi.shape != (1, base.G.num_adain_params):
-            raise CheckpointError(f"psi has shape {tuple(self.psi.shape)}, the base generator expects "
-                                  f"(1, {base.G.num_adain_params})")
+        if self.psi.shape != (1, num_params):
+            raise CheckpointError(f"psi has shape {tuple(self.psi.shape)}, the base generator expects (1, {num_params})")
         self._encoded = encoded
-        self.sources = sources
-        self.info = info
-        self.history = history or []
-        self.G = tuned_generator(base.G, encoded)
+        self.sources, self.info, self.history = list(sources), info, history or []
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -362,33 +365,42 @@ class Avatar:
         when the file is not an avatar or was made from another base model (both hashes are named)."""
         base = getattr(reenactor, "base", reenactor)
         meta, tensors = read_avatar_file(path)
-        if meta["base_hash"] != base.hash:
-            raise CheckpointError(
-                f"{path}: avatar was made from base model {meta['base_hash']} "
-                f"(checkpoint {meta.get('base_checkpoint', '?')}, step {meta.get('base_step', '?')}), but the loaded "
-                f"base model is {base.hash} ({base.path}); load the avatar with the checkpoint it was made from")
+        check_base(path, meta, base)
         if int(meta.get("resolution", -1)) != base.resolution:
             raise CheckpointError(f"{path}: avatar resolution {meta.get('resolution')} != base model's "
                                   f"{base.resolution}")
         try:
-            srcs_meta = json.loads(meta.get("sources", "[]"))
-            info = {"mode": meta.get("mode", "FF"), "steps": int(meta.get("steps", 0)),
-                    "g_encoding": meta.get("g_encoding", "none"), "options": json.loads(meta.get("options", "{}"))}
-            k = tensors["source.points"].shape[0]
-            sources = [Source(name=str(srcs_meta[i]["name"]) if i < len(srcs_meta) else f"<image {i}>",
-                              size=tuple(int(v) for v in tensors["source.size"][i].tolist()),
-                              points=tensors["source.points"][i].numpy(),
-                              crop_points=tensors["source.crop_points"][i].numpy(),
-                              matrix=tensors["source.matrix"][i].numpy(),
-                              landmarks_from=str(srcs_meta[i].get("landmarks_from", "")) if i < len(srcs_meta) else "")
-                       for i in range(k)]
-            encoded = {n: t for n, t in tensors.items() if n.startswith("G.")}
+            sources, info, encoded = file_parts(meta, tensors)
             crops = tensors["source.crops"].numpy() if "source.crops" in tensors else None
             return cls(base, tensors["psi"], tensors["e"], encoded, sources, info, crops=crops)
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
         except (KeyError, ValueError, IndexError, TypeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: malformed avatar file ({type(exc).__name__}: {exc})") from None
+
+
+def check_base(path, meta: dict[str, str], base) -> None:
+    """CheckpointError naming both hashes unless the avatar file was made from ``base``."""
+    if meta["base_hash"] != base.hash:
+        raise CheckpointError(
+            f"{path}: avatar was made from base model {meta['base_hash']} "
+            f"(checkpoint {meta.get('base_checkpoint', '?')}, step {meta.get('base_step', '?')}), but the loaded "
+            f"base model is {base.hash} ({base.path}); load the avatar with the checkpoint it was made from")
+
+
+def file_parts(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> tuple[list[Source], dict[str, Any], dict[str, torch.Tensor]]:
+    """The sources, info and encoded generator tensors of an avatar file (KeyError/ValueError if malformed)."""
+    srcs_meta = json.loads(meta.get("sources", "[]"))
+    info = {"mode": meta.get("mode", "FF"), "steps": int(meta.get("steps", 0)),
+            "g_encoding": meta.get("g_encoding", "none"), "options": json.loads(meta.get("options", "{}"))}
+    sources = [Source(name=str(srcs_meta[i]["name"]) if i < len(srcs_meta) else f"<image {i}>",
+                      size=tuple(int(v) for v in tensors["source.size"][i].tolist()),
+                      points=tensors["source.points"][i].numpy(),
+                      crop_points=tensors["source.crop_points"][i].numpy(),
+                      matrix=tensors["source.matrix"][i].numpy(),
+                      landmarks_from=str(srcs_meta[i].get("landmarks_from", "")) if i < len(srcs_meta) else "")
+               for i in range(tensors["source.points"].shape[0])]
+    return sources, info, {n: t for n, t in tensors.items() if n.startswith("G.")}
 
 
 def _open_avatar(path: str | os.PathLike, tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from finetune.avatar import FORMAT, FORMAT_VERSION, Avatar, Source, encode_generator, read_avatar_file, tuned_generator
+from finetune.avatar import (FORMAT, Avatar, Source, check_base, encode_generator, file_parts, read_avatar_file,
+                             tuned_generator)
 from reenact.crop import CropParams, crop_image, transform_points
 from reenact.errors import CheckpointError, InputError
 from reenact.renderer import PhotoRenderer, embed
@@ -41,13 +42,7 @@ class PhotoAvatar(Avatar):
                  sources: list[Source], info: dict[str, Any], photos: Sequence[np.ndarray],
                  history: list[dict[str, float]] | None = None):
         self.base = base
-        self.psi = psi.detach().float().to(base.device)
-        self.e = e.detach().float().to(base.device)
-        if self.psi.shape != (1, base.G.num_params):
-            raise CheckpointError(f"psi has shape {tuple(self.psi.shape)}, the region generator expects "
-                                  f"(1, {base.G.num_params})")
-        self._encoded = encoded
-        self.sources, self.info, self.history = list(sources), info, history or []
+        self._person(base, psi, e, base.G.num_params, encoded, sources, info, history)
         self.photos = [np.ascontiguousarray(p) for p in photos]
         self.source_crops = None
         self.G = tuned_generator(base.G, encoded)
@@ -136,7 +131,7 @@ class PhotoAvatar(Avatar):
 
     def metadata(self) -> dict[str, str]:
         m = super().metadata()
-        m.update({"format_version": str(FORMAT_VERSION), "renderer": RENDERER, "region": self.base.spec.name,
+        m.update({"renderer": RENDERER, "region": self.base.spec.name,
                   "model": json.dumps({"kind": "region", "region": self.base.spec.name, "size": self.base.size})})
         return m
 
@@ -146,26 +141,12 @@ class PhotoAvatar(Avatar):
         meta, tensors = read_avatar_file(path)
         if meta.get("renderer") != RENDERER:
             raise CheckpointError(f"{path}: not a photo-renderer avatar")
-        if meta["base_hash"] != base.hash:
-            raise CheckpointError(
-                f"{path}: avatar was made from base model {meta['base_hash']} (checkpoint "
-                f"{meta.get('base_checkpoint', '?')}), but the loaded base model is {base.hash} ({base.path}); load "
-                "the avatar with the checkpoint it was made from")
+        check_base(path, meta, base)
         try:
-            srcs_meta = json.loads(meta.get("sources", "[]"))
-            sources = [Source(name=str(srcs_meta[i]["name"]) if i < len(srcs_meta) else f"<image {i}>",
-                              size=tuple(int(v) for v in tensors["source.size"][i].tolist()),
-                              points=tensors["source.points"][i].numpy(),
-                              crop_points=tensors["source.crop_points"][i].numpy(),
-                              matrix=tensors["source.matrix"][i].numpy(),
-                              landmarks_from=str(srcs_meta[i].get("landmarks_from", "")) if i < len(srcs_meta) else "")
-                       for i in range(tensors["source.points"].shape[0])]
+            sources, info, encoded = file_parts(meta, tensors)
             photo = cv2.imdecode(tensors["photo.png"].numpy(), cv2.IMREAD_COLOR)
             if photo is None or tuple(photo.shape[:2]) != tuple(sources[0].size):
                 raise CheckpointError(f"{path}: the stored photo is unreadable or not the first source's size")
-            info = {"mode": meta.get("mode", "FF"), "steps": int(meta.get("steps", 0)),
-                    "g_encoding": meta.get("g_encoding", "none"), "options": json.loads(meta.get("options", "{}"))}
-            encoded = {n: t for n, t in tensors.items() if n.startswith("G.")}
             return cls(base, tensors["psi"], tensors["e"], encoded, sources, info,
                        [cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)])
         except CheckpointError:

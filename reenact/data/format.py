@@ -25,14 +25,9 @@ VERSION = 1
 
 
 @dataclass(frozen=True)
-class ClipRecord:
-    """Index entry of one prepared clip.
-
-    key: ``identity/clip`` path without suffix; identity: person; video: source video id (clips of one video
-    share it); shard: file name under ``shards/``; video_off/video_len: the crops' mp4 bytes; meta_off/meta_len:
-    the npz bytes; num_frames: frames of the source clip (all landmarks are kept at this rate); num_stored:
-    crops stored (every ``frame_step``-th frame); fps: source frame rate; has_audio: the mp4 carries the audio.
-    """
+class Record:
+    """Where one clip's bytes are: ``key`` (``identity/clip``), ``identity``, ``video``, ``shard`` (file name in
+    the record's folder), the mp4 bytes ``video_off``/``video_len`` and the npz bytes ``meta_off``/``meta_len``."""
 
     key: str
     identity: str
@@ -42,14 +37,26 @@ class ClipRecord:
     video_len: int
     meta_off: int
     meta_len: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ClipRecord(Record):
+    """Index entry of one prepared clip.
+
+    key: ``identity/clip`` path without suffix; identity: person; video: source video id (clips of one video
+    share it); shard: file name under ``shards/``; video_off/video_len: the crops' mp4 bytes; meta_off/meta_len:
+    the npz bytes; num_frames: frames of the source clip (all landmarks are kept at this rate); num_stored:
+    crops stored (every ``frame_step``-th frame); fps: source frame rate; has_audio: the mp4 carries the audio.
+    """
+
     num_frames: int
     num_stored: int
     fps: float
     has_audio: bool
     source: str
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def read_index(root: str | Path) -> list[ClipRecord]:
@@ -71,11 +78,16 @@ def read_index(root: str | Path) -> list[ClipRecord]:
 
 
 def read_bytes(root: Path, shard: str, off: int, length: int) -> bytes:
-    with open(root / "shards" / shard, "rb") as fh:
+    return read_range(Path(root) / "shards" / shard, off, length)
+
+
+def read_range(path: Path, off: int, length: int) -> bytes:
+    """``length`` bytes of a shard file from ``off``; OSError naming the file if it is shorter."""
+    with open(path, "rb") as fh:
         fh.seek(off)
         data = fh.read(length)
     if len(data) != length:
-        raise OSError(f"{root / 'shards' / shard}: truncated record at {off} (+{length})")
+        raise OSError(f"{path}: truncated record at {off} (+{length})")
     return data
 
 

@@ -19,14 +19,14 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from reenact.crop import invert, transform_points
-from reenact.data.format import pack_meta, read_bytes, unpack_meta
+from reenact.data.format import Record, pack_meta, read_bytes, read_range, unpack_meta
 from reenact.regions import crop_region, get_region, region_matrix
 
 #: H.264 quality of region crops: they are what the region generators learn detail from (teeth), so a little
@@ -35,22 +35,12 @@ REGION_CRF = 17
 
 
 @dataclass(frozen=True)
-class RegionRecord:
-    """Index entry of one clip's region crops (``key``, ``identity``, ``video`` as in the clip index)."""
+class RegionRecord(Record):
+    """Index entry of one clip's region crops (the byte ranges as :class:`reenact.data.format.Record`, ``key``,
+    ``identity``, ``video`` as in the clip index): ``num_stored`` crops of ``size`` pixels."""
 
-    key: str
-    identity: str
-    video: str
-    shard: str
-    video_off: int
-    video_len: int
-    meta_off: int
-    meta_len: int
     num_stored: int
     size: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 def region_dir(root: str | Path, region: str) -> Path:
@@ -175,7 +165,7 @@ class RegionData:
 
     def _load_meta(self, i: int) -> dict[str, np.ndarray]:
         r = self.records[i]
-        return unpack_meta(_read(region_dir(self.root, self.region) / r.shard, r.meta_off, r.meta_len))
+        return unpack_meta(read_range(region_dir(self.root, self.region) / r.shard, r.meta_off, r.meta_len))
 
     def matrices(self, i: int) -> np.ndarray:
         return self._meta(i)["matrices"]
@@ -184,18 +174,9 @@ class RegionData:
         from reenact import io
 
         r = self.records[i]
-        data = _read(region_dir(self.root, self.region) / r.shard, r.video_off, r.video_len)
+        data = read_range(region_dir(self.root, self.region) / r.shard, r.video_off, r.video_len)
         with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
             tmp.write(data)
             tmp.flush()
             frames = np.stack(list(io.read_frames(tmp.name)))
         return frames[:r.num_stored]
-
-
-def _read(path: Path, off: int, length: int) -> bytes:
-    with open(path, "rb") as fh:
-        fh.seek(off)
-        data = fh.read(length)
-    if len(data) != length:
-        raise OSError(f"{path}: truncated record at {off} (+{length})")
-    return data
