@@ -25,7 +25,13 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("reenact_cache")
+    """The cache folder of these tests (one per session, shared with the trainer's test: converted once)."""
+    return tmp_path_factory.getbasetemp() / "xdg" / "reenact"
+
+
+@pytest.fixture(autouse=True)
+def cache_home(cache, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache.parent))
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +169,10 @@ def test_frozen_networks_stay_in_eval_mode(effnet):
 
 
 @needs_extra
-def test_content_loss_lists_the_new_terms(cache, monkeypatch, faces):
+def test_content_loss_lists_the_new_terms(cache, faces):
     from reenact.config import LossConfig
     from reenact.losses import ContentLoss
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache.parent / "xdg"))
     cfg = LossConfig(content=["pyramid", "identity", "efficientnet"])
     loss = ContentLoss(cfg)
     assert set(loss.weights) == {"pyramid", "ssim", "identity", "efficientnet"}
@@ -175,7 +180,7 @@ def test_content_loss_lists_the_new_terms(cache, monkeypatch, faces):
     x, p = _tensors([a0])
     terms = loss(_tensors([a1])[0], x, p)
     assert set(terms) == set(loss.weights) and all(torch.isfinite(v) for v in terms.values())
-    assert (cache.parent / "xdg" / "reenact").is_dir()  # the user's cache folder
+    assert any(cache.glob("efficientnet-lite0-*.safetensors"))  # in the user's cache folder
     with pytest.raises(ValueError, match="landmarks"):
         loss(x, x)
 
@@ -188,3 +193,29 @@ def test_missing_extra_names_the_extra(monkeypatch):
     with pytest.raises(pretrained.MissingExtraError, match=r"reenact\[losses\]"):
         pretrained.load_sface()
     assert not pretrained.available("sface")
+
+
+@needs_extra
+def test_region_trainer_and_its_finetuning_add_the_perceptual_term(prepared_dir, portrait, tmp_path):
+    """``loss.perceptual`` > 0: the region trainer logs the term, and fine-tuning a checkpoint trained with it
+    (its saved config carries the weight) optimises it too."""
+    import json
+
+    from meta_learning.region_train import RegionTrainer
+    from reenact import io
+    from reenact.api import Reenactor
+    from reenact.config import load_region_config
+    from reenact.landmarks import create_detector
+
+    out = tmp_path / "run"
+    cfg = load_region_config([f"data.root={prepared_dir}", f"train.out_dir={out}", "train.steps=2",
+                              "train.batch_size=2", "data.num_workers=0", "data.val_fraction=0",
+                              "train.val_every=2", "train.log_every=1", "train.device=cpu", "loss.perceptual=1.0",
+                              "model.g_width=8", "model.e_base=8", "model.d_base=8", "model.embed_dim=32"])
+    RegionTrainer(cfg).fit()
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["perceptual"]) for r in logs if "step" in r and "val" not in r)
+    img = io.read_image(portrait)
+    pts = create_detector("dlib").detect_one(img).points.astype(np.float32)
+    avatar = Reenactor.load(out / "best", device="cpu").personalize([img], steps=2, landmarks=[pts], progress=False)
+    assert all(np.isfinite(h["perceptual"]) for h in avatar.history)

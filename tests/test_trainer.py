@@ -289,3 +289,22 @@ def test_warp_regularisers_are_logged_and_act(tmp_path, standin):
     assert math.isfinite(reg_logs["flow_tv"]) and math.isfinite(reg_logs["synth_use"])
     assert plain["flow_tv"] > 0 and reg["flow_tv"] < 0.5 * plain["flow_tv"], (plain, reg)
     assert reg["synth_use"] < plain["synth_use"], (plain, reg)
+
+
+def test_identity_and_perceptual_content_terms_train(tmp_path, tmp_path_factory, standin, monkeypatch):
+    """``loss.content`` with the wheel-shipped networks (extra `losses`): both terms logged, finite, weighted."""
+    from reenact import pretrained
+
+    if not (pretrained.available("sface") and pretrained.available("efficientnet")):
+        pytest.skip("optional extra `losses` not installed")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg"))  # converted once a session
+    t = Trainer(_cfg(tmp_path, "loss.content=[pyramid,identity,efficientnet]", "train.batch_size=2",
+                     "train.checkpoint_every=1000"), dataset=standin)
+    assert {"identity", "efficientnet"} <= set(t.weights)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small networks: two threads on a busy 2-core machine wait on each other
+    try:
+        logs = dict(t.fit(2))[2]
+    finally:
+        torch.set_num_threads(n)
+    assert math.isfinite(logs["identity"]) and 0 <= logs["identity"] <= 2 and math.isfinite(logs["efficientnet"])
