@@ -141,8 +141,9 @@ def _import_onnx2torch():
     torchvision cannot be imported a stand-in module, whose two functions raise, serves that import alone."""
     if "onnx2torch" in sys.modules:
         return sys.modules["onnx2torch"]
-    if importlib.util.find_spec("onnx2torch") is None:
-        raise MissingExtraError("converting SFace", "onnx2torch")
+    for package in ("onnx", "onnx2torch"):
+        if importlib.util.find_spec(package) is None:
+            raise MissingExtraError("converting SFace", package)
     try:
         import torchvision  # noqa: F401
         stand_in = None
@@ -185,7 +186,8 @@ def convert_sface(path: Path) -> dict[str, torch.Tensor]:
     """SFace's float state dict for :class:`~reenact.models.sface.SFace` from the wheel's ONNX file."""
     from reenact.models.sface import INPUT_MEAN, INPUT_SCALE, SFace
 
-    gm = _import_onnx2torch().convert(dequantized_onnx(path)).eval()
+    onnx2torch = _import_onnx2torch()  # first: it names the missing package of the extra, if any
+    gm = onnx2torch.convert(dequantized_onnx(path)).eval()
     tensors = _graph_tensors(gm)
     # The graph's own input normalisation comes first; the native module has it as constants.
     mean, scale = float(tensors[0]), float(tensors[1])

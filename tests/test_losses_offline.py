@@ -219,3 +219,16 @@ def test_region_trainer_and_its_finetuning_add_the_perceptual_term(prepared_dir,
     pts = create_detector("dlib").detect_one(img).points.astype(np.float32)
     avatar = Reenactor.load(out / "best", device="cpu").personalize([img], steps=2, landmarks=[pts], progress=False)
     assert all(np.isfinite(h["perceptual"]) for h in avatar.history)
+
+
+@needs_extra
+def test_conversion_needs_onnx2torch_only_once(sface, cache, tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx2torch" else real(name, *a))
+    monkeypatch.delitem(sys.modules, "onnx2torch", raising=False)
+    pretrained.load_sface(folder=cache)  # the cached conversion: no ONNX tooling needed
+    with pytest.raises(pretrained.MissingExtraError, match="onnx2torch"):
+        pretrained.load_sface(folder=tmp_path)  # nothing cached there: converting needs it
