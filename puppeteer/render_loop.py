@@ -1,9 +1,9 @@
 """The one loop every avatar video goes through: render landmark frames in batches -> paste back -> encode.
 
 ``puppeteer_video``, ``speak``, ``lipsync``, ``reenact render`` and the demo differ only in where the landmarks
-come from and what each crop is pasted into; they all call :func:`render_video`. Frames are made and written one
-batch at a time, so memory stays at one batch whatever the length, and the writer is atomic: an error, Ctrl-C
-or (through the CLI) SIGTERM leaves no partial file.
+come from and what each crop is pasted into; they all call :func:`render_video`. Frames are made one batch at a
+time and encoded on a writer thread meanwhile (a bounded queue), so memory stays at about two batches whatever the
+length, and the writer is atomic: an error, Ctrl-C or (through the CLI) SIGTERM leaves no partial file.
 """
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def render_video(avatar: "Avatar", points: np.ndarray, output: str | os.PathLike
     paste: turns each rendered crop (or the compositor's frame) into the frame written (a lipsync frame, a frame
         kept for a poster, ...); None writes them as they are.
     audio, audio_rate: mono float samples muxed with the frames (trim them to the video first).
-    timings: seconds are added to its ``render``, ``paste_back`` and ``encode`` entries.
+    timings: seconds are added to its ``render``, ``paste_back`` and ``encode`` entries (``encode``: the writer
+        thread's, overlapped with rendering, and the final flush).
     The file is stamped as synthetic with ``Provenance.of(avatar)`` (see :mod:`reenact.provenance`).
     Returns ``output``.
     """
@@ -54,8 +55,11 @@ def render_video(avatar: "Avatar", points: np.ndarray, output: str | os.PathLike
     for k in TIMING_KEYS:
         timings.setdefault(k, 0.0)
     chunk = batch_size or default_batch(avatar)
-    with io.VideoWriter(output, fps, crf=crf, audio=audio, audio_rate=audio_rate,
-                        provenance=Provenance.of(avatar)) as writer, \
+    writer = io.VideoWriter(output, fps, crf=crf, audio=audio, audio_rate=audio_rate,
+                            provenance=Provenance.of(avatar))
+    # encoding (watermark, H.264, audio) runs on its own thread while the next batch renders; the queue holds
+    # about one batch, so memory stays bounded when the encoder is the slower of the two
+    with io.BackgroundWriter(writer, maxsize=chunk + 1) as bg, \
             tqdm(total=len(points), desc="rendering", unit="frame", disable=not progress, leave=False) as bar:
         for i in range(0, len(points), chunk):
             part = points[i:i + chunk]
@@ -68,11 +72,10 @@ def render_video(avatar: "Avatar", points: np.ndarray, output: str | os.PathLike
             for j, (crop, p) in enumerate(zip(crops, part)):
                 t = time.perf_counter()
                 frame = crop if paste is None else paste(i + j, crop, p)
-                t2 = time.perf_counter()
-                writer.write(frame)
-                timings["paste_back"] += t2 - t
-                timings["encode"] += time.perf_counter() - t2
+                timings["paste_back"] += time.perf_counter() - t
+                bg.write(frame)
             bar.update(len(part))
         t = time.perf_counter()
-    timings["encode"] += time.perf_counter() - t  # flushing the encoders and moving the file into place
+    # encode: the writer thread's busy time (overlapped with rendering) plus the final flush and move into place
+    timings["encode"] += bg.seconds + time.perf_counter() - t
     return Path(output)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 PathLike = str | os.PathLike
 
 __all__ = [
-    "VideoInfo", "probe", "read_frames", "read_video", "read_audio", "VideoWriter", "write_video",
+    "VideoInfo", "probe", "read_frames", "read_video", "read_audio", "VideoWriter", "BackgroundWriter", "write_video",
     "read_image", "write_image", "as_rgb", "load_array", "atomic_path", "check_writable", "remove_stale_temp_files",
 ]
 
@@ -816,6 +816,90 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float | Fract
         for f in frames:
             w.write(f)
     return Path(path)
+
+
+class BackgroundWriter:
+    """A :class:`VideoWriter` fed from another thread: ``write`` queues the frame and returns, a writer thread
+    watermarks and encodes it, so encoding overlaps with whatever makes the frames.
+
+    The queue holds at most ``maxsize`` frames: a producer faster than the encoder waits in ``write`` instead of
+    filling memory. An error on the writer thread is raised by the next ``write`` or by ``close``. The atomic
+    rules are the writer's: ``close`` finishes and moves the file into place, leaving the ``with`` block by an
+    exception (``abort``) leaves nothing. ``seconds``: time the thread spent writing.
+    """
+
+    def __init__(self, writer: VideoWriter, maxsize: int = 8):
+        import queue
+        import threading
+
+        self.writer = writer
+        self.seconds = 0.0
+        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, int(maxsize)))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="video-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def frames_written(self) -> int:
+        return self.writer.frames_written
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort(exc_type, exc, tb)
+        return False
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            if self._error is not None:
+                continue  # drain, so a producer blocked in write() wakes up and sees the error
+            t = time.perf_counter()
+            try:
+                self.writer.write(frame)
+            except BaseException as e:  # noqa: BLE001  (re-raised on the producer's thread)
+                self._error = e
+            self.seconds += time.perf_counter() - t
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            e, self._error = self._error, None
+            self._stop()
+            self.writer._abort(type(e), e, e.__traceback__)
+            raise e
+
+    def write(self, frame: np.ndarray) -> None:
+        """Queue one RGB uint8 ``(H, W, 3)`` frame (waits while the queue is full)."""
+        self._raise()
+        if not self._thread.is_alive():
+            raise ValueError(f"{self.writer.path}: writer is closed")
+        self._queue.put(frame)
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def close(self) -> None:
+        """Write what is queued, then finish the file (see :meth:`VideoWriter.close`)."""
+        self._stop()
+        self._raise()
+        self.writer.close()
+
+    def abort(self, exc_type=None, exc=None, tb=None) -> None:
+        """Stop the thread and drop the file (the temp file is deleted; nothing appears at the path)."""
+        self._error = self._error or KeyboardInterrupt()  # the thread skips what is still queued
+        self._stop()
+        self._error = None
+        self.writer._abort(exc_type, exc, tb)
 
 
 # ------------------------------------------------------------------------------------------- arrays
