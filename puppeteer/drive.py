@@ -391,7 +391,11 @@ class LiveDriver:
         return self
 
     def __next__(self) -> np.ndarray:
-        frame = next(self._frames)
+        return self.render(self.pose(next(self._frames)))
+
+    def pose(self, frame: np.ndarray) -> np.ndarray:
+        """Track one input frame and retarget: the avatar's ``(68, 2)`` landmarks (crop pixels) for it. The
+        first half of ``next()``; :func:`puppeteer.live.run_live` runs it and :meth:`render` on two threads."""
         a = np.asarray(frame)
         if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
             raise InputError(f"{self.source} (frame {self.count})",
@@ -407,9 +411,13 @@ class LiveDriver:
                 self.reference = t
             if self._retarget is not None:
                 self.points = self._retarget(pts)
+        return self.points
+
+    def render(self, points: np.ndarray) -> np.ndarray:
+        """The output frame for the avatar's ``(68, 2)`` landmarks (pasted back with ``into``)."""
         if self._comp is not None:
-            return self._comp.render(self.avatar, self.points[None])[0]
-        return self.avatar.render_batch(self.points[None])[0]
+            return self._comp.render(self.avatar, points[None])[0]
+        return self.avatar.render_batch(points[None])[0]
 
 
 def drive(avatar: "Avatar", frames: Iterable[np.ndarray], **options) -> LiveDriver:

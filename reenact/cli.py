@@ -225,6 +225,39 @@ def _cmd_puppeteer(a):
     _drive(a, avatar, into, camera)
 
 
+def _cmd_live(a):
+    from puppeteer.drive import Camera, source_image
+    from puppeteer.live import has_display, run_live
+    from reenact import io
+    from reenact.api import open_avatar
+    from reenact.errors import InputError
+
+    opts = _drive_options(a)
+    if a.show and not has_display():
+        print("reenact: no display here (DISPLAY / WAYLAND_DISPLAY not set): --show opens no window",
+              file=sys.stderr)
+        if not a.output:
+            raise InputError("--show", "nothing to show the frames on and no --out file to write them to",
+                             "write a file with --out FILE (or run where a display exists)")
+        a.show = False
+    if not a.show and not a.output:
+        raise InputError("reenact live", "no output: give --show (a window) and/or --out FILE")
+    source = Camera(a.camera) if a.camera is not None else a.driver
+    avatar = open_avatar(a.avatar, a.checkpoint, device=a.device)
+    if not 0 <= a.shot < avatar.shots:
+        raise InputError(a.avatar, f"--shot {a.shot}: the avatar has {avatar.shots} source image(s)")
+    into = None
+    if not a.crop:
+        into = io.read_image(a.source if a.source else source_image(avatar, a.shot))
+    live = run_live(avatar, source, out=a.output, show=a.show, overlay=a.overlay, realtime=not a.no_realtime,
+                    max_frames=a.max_frames, audio=not a.no_audio, into=into, shot=a.shot, options=opts,
+                    smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval, queue_size=a.queue_size,
+                    crf=a.crf, progress=not a.no_progress)
+    stats = live.run()
+    where = f" -> {a.output}" if a.output and stats.written else ""
+    print(f"{stats.summary()}; no face in {stats.missing}{where}")
+
+
 def _add_drive_args(s) -> None:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--driver", metavar="VIDEO", help="video of the person whose motion drives the avatar")
@@ -530,6 +563,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", help="the avatar's source image to paste into (default: the path it recorded)")
     s.add_argument("--shot", type=NON_NEGATIVE, default=0, help="which source image of the avatar (default 0)")
     s.set_defaults(func=_cmd_puppeteer)
+
+    s = sub.add_parser("live", help="drive an avatar in real time from a camera or a video, to a window or a file",
+                       description="Frames in -> landmarks -> retarget -> render -> paste back -> out, each stage on "
+                                   "its own thread. A driver file plays at its own frame rate, as a camera would; "
+                                   "frames a stage cannot keep up with are dropped (--no-realtime renders every "
+                                   "one). The bar shows fps, latency and drops; Ctrl-C (or q / Esc in the window) "
+                                   "stops and keeps the file.")
+    s.add_argument("avatar", help="avatar file (.safetensors)")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", type=NON_NEGATIVE, metavar="N", help="OpenCV capture device N")
+    src.add_argument("--driver", metavar="VIDEO", help="a video played at its own frame rate")
+    s.add_argument("--out", "-o", dest="output", help="video to write (.mp4): one frame per input frame, with the driver's audio")
+    s.add_argument("--show", action="store_true", help="show the frames in a window (where a display exists)")
+    s.add_argument("--overlay", action="store_true", help="draw fps and latency in the window")
+    s.add_argument("--no-realtime", action="store_true", help="render every input frame (no dropping)")
+    s.add_argument("--queue-size", type=AT_LEAST_1, default=2, help="frames waiting between two stages (default 2)")
+    s.add_argument("--crop", action="store_true", help="the rendered face crop only (no paste-back)")
+    s.add_argument("--source", help="the avatar's source image to paste into (default: the path it recorded)")
+    s.add_argument("--shot", type=NON_NEGATIVE, default=0, help="which source image of the avatar (default 0)")
+    s.add_argument("--checkpoint", help="base model (default: the one recorded in the avatar, else the bundled one)")
+    s.add_argument("--mode", choices=["relative", "absolute"], default="relative",
+                   help="relative (default): the driver's motion on the avatar's face; absolute: as they are")
+    s.add_argument("--parts", default="all", help="what follows the driver in relative mode (default all)")
+    s.add_argument("--reference", type=NON_NEGATIVE, default=None,
+                   help="neutral frame: the first with a face at or after this index (default 0)")
+    s.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the driver's landmarks")
+    s.add_argument("--no-audio", action="store_true", help="do not copy the driver's audio")
+    s.add_argument("--keyframe-interval", type=AT_LEAST_1, default=10, help="detect faces every n frames (default 10)")
+    s.add_argument("--max-frames", type=AT_LEAST_1, default=None, help="stop after n input frames")
+    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_watermark_arg(s)
+    s.set_defaults(func=_cmd_live)
 
     s = sub.add_parser("speak", help="make a portrait say an audio file or a text",
                        description="Personalise a model to the face in PORTRAIT, predict mouth and jaw from the "
