@@ -351,6 +351,8 @@ class Handlers:
         r = self.reenactor()
         with friendly_errors("opening the avatar"):
             avatar = r.load_avatar(av_path)
+        if paste_back and into is None and getattr(avatar, "renders_photo", False):
+            into = avatar.photos[0]  # a photo avatar carries its photo in the file
         if paste_back and into is None:
             recorded = Path(avatar.sources[0].name).resolve()
             with self._lock:
