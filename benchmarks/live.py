@@ -7,8 +7,8 @@ The avatar is made from --portrait (feed-forward) with --checkpoint (a region ch
 none: the bundled default), or read from --avatar. Decoding, landmarks (keyframe detection + flow), retargeting,
 rendering with paste-back and encoding (to a temporary mp4 with the driver's audio, stamped; --no-out: none)
 run as in ``reenact live``. Prints one Markdown table: sustained frames/s, dropped frames, median and p95
-latency from a frame's arrival to its output frame, and the mean cost of the landmark and render stages
-measured on the same frames one at a time, with the machine's load.
+latency from a frame's arrival to its output frame, and the mean cost of the landmark and render stages per
+frame they handled (on their threads, during the run), with the machine's load.
 """
 from __future__ import annotations
 
@@ -35,21 +35,6 @@ def default_driver() -> Path:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if r["file"].startswith("videos/")
                 and r["width"] == r["height"] == "512" and float(r["face_frames_fraction"]) >= 0.85]
     return DATA / max(rows, key=lambda r: (float(r["seconds"]), r["file"]))["file"]
-
-
-def stage_costs(avatar, frames, into) -> tuple[float, float]:
-    """Mean seconds of the landmark stage (track + retarget) and of the render stage (render + paste back)."""
-    from puppeteer.drive import drive
-
-    d = drive(avatar, (), into=into)
-    tp = tr = 0.0
-    for f in frames:
-        t = time.perf_counter()
-        p = d.pose(f)
-        t2 = time.perf_counter()
-        d.render(p)
-        tp, tr = tp + t2 - t, tr + time.perf_counter() - t2
-    return tp / len(frames), tr / len(frames)
 
 
 def main() -> None:
@@ -82,15 +67,12 @@ def main() -> None:
         avatar = Reenactor.load(a.checkpoint, a.device).personalize([a.portrait], steps=0, progress=False)
         into = io.read_image(a.portrait)
     kind = type(avatar).__name__
-    sample = list(io.read_frames(driver, max_frames=min(n, 30)))
-    stage_costs(avatar, sample[:3], into)  # warm-up: first calls allocate
-    t_pose, t_render = stage_costs(avatar, sample, into)
-
     with tempfile.TemporaryDirectory() as tmp:
         out = None if a.no_out else Path(tmp) / "live.mp4"
         load0 = os.getloadavg()[0]
         live = run_live(avatar, driver, out=out, into=into, max_frames=n, queue_size=a.queue_size, progress=False)
         st = live.run()
+        t_pose, t_render = st.busy["landmarks"] / max(st.tracked, 1), st.busy["render"] / max(st.rendered, 1)
         load1 = os.getloadavg()[0]
 
     print(f"driver {driver.relative_to(DATA) if driver.is_relative_to(DATA) else driver} "
