@@ -264,19 +264,24 @@ def _add_drive_args(s) -> None:
     src.add_argument("--camera", type=NON_NEGATIVE, metavar="N", help="drive live from OpenCV capture device N")
     s.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
     s.add_argument("--crop", action="store_true", help="write the rendered face crop only (no paste-back)")
+    _add_motion_args(s)
+
+
+def _add_motion_args(s, reference_help: str = "driver frame taken as neutral (default: mouth most closed, eyes "
+                                              "most open in the first second)",
+                     max_frames_help: str = "only the first n driver frames") -> None:
+    """Options shared by the commands a driver's motion goes through (puppeteer, animate, live)."""
     s.add_argument("--mode", choices=["relative", "absolute"], default="relative",
                    help="relative (default): the driver's motion on the avatar's own face; absolute: the "
                         "driver's landmarks as they are (same person)")
     s.add_argument("--parts", default="all", help="what follows the driver in relative mode: comma list of pose, "
                                                   "expression, mouth, eyes (default all; gaze is not available "
                                                   "from 68 landmarks)")
-    s.add_argument("--reference", type=NON_NEGATIVE, default=None,
-                   help="driver frame taken as neutral (default: mouth most closed, eyes most open in the first "
-                        "second)")
+    s.add_argument("--reference", type=NON_NEGATIVE, default=None, help=reference_help)
     s.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the driver's landmarks")
     s.add_argument("--no-audio", action="store_true", help="do not copy the driver's audio")
     s.add_argument("--keyframe-interval", type=AT_LEAST_1, default=10, help="detect faces every n frames (default 10)")
-    s.add_argument("--max-frames", type=AT_LEAST_1, default=None, help="only the first n driver frames")
+    s.add_argument("--max-frames", type=AT_LEAST_1, default=None, help=max_frames_help)
     s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
     s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -583,19 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", help="the avatar's source image to paste into (default: the path it recorded)")
     s.add_argument("--shot", type=NON_NEGATIVE, default=0, help="which source image of the avatar (default 0)")
     s.add_argument("--checkpoint", help="base model (default: the one recorded in the avatar, else the bundled one)")
-    s.add_argument("--mode", choices=["relative", "absolute"], default="relative",
-                   help="relative (default): the driver's motion on the avatar's face; absolute: as they are")
-    s.add_argument("--parts", default="all", help="what follows the driver in relative mode (default all)")
-    s.add_argument("--reference", type=NON_NEGATIVE, default=None,
-                   help="neutral frame: the first with a face at or after this index (default 0)")
-    s.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the driver's landmarks")
-    s.add_argument("--no-audio", action="store_true", help="do not copy the driver's audio")
-    s.add_argument("--keyframe-interval", type=AT_LEAST_1, default=10, help="detect faces every n frames (default 10)")
-    s.add_argument("--max-frames", type=AT_LEAST_1, default=None, help="stop after n input frames")
-    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_watermark_arg(s)
+    _add_motion_args(s, reference_help="neutral frame: the first with a face at or after this index (default 0)",
+                     max_frames_help="stop after n input frames")
     s.set_defaults(func=_cmd_live)
 
     s = sub.add_parser("speak", help="make a portrait say an audio file or a text",
