@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from reenact.checkpoint import load_checkpoint, save_checkpoint, shard_bytes, versions
 from reenact.config import RegionConfig, load_region_config
-from reenact.data.region_episodes import RegionClips, RegionEpisodeOptions, RegionEpisodes, colour
+from reenact.data.region_episodes import RegionClips, RegionEpisodeOptions, RegionEpisodes, batch_to
 from reenact.device import resolve_device
 from reenact.gan import update
 from reenact.losses import d_hinge, embedding_match, feature_matching, g_hinge, pyramid_l1, ssim
@@ -87,11 +87,7 @@ class RegionTrainer:
 
     # -- one step ---------------------------------------------------------------------------------------
     def _batch(self, b: dict) -> dict:
-        dev = self.device
-        b = {k: v.to(dev, non_blocking=True) for k, v in b.items()}
-        g, o = b["gain"], b["offset"]
-        b["src"], b["warped"], b["tgt"] = colour(b["src"], g, o), colour(b["warped"], g, o), colour(b["tgt"], g, o)
-        return b
+        return batch_to(b, self.device)
 
     def _generate(self, E, G, b):
         e = E(b["src"], b["src_draw"], b["shots"])

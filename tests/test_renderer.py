@@ -89,16 +89,14 @@ def test_prepare_writes_region_crops_and_resumes(prepared_dir):
 
 
 def test_region_generator_overfits_one_episode(prepared_dir):
-    from reenact.data.region_episodes import RegionClips, RegionEpisodeOptions, RegionEpisodes, colour
+    from reenact.data.region_episodes import RegionClips, RegionEpisodeOptions, RegionEpisodes, batch_to
     from reenact.models.region import RegionEmbedder, RegionGenerator
 
     torch.manual_seed(0)
     clips = RegionClips(prepared_dir, "mouth")
     ep = RegionEpisodes(clips, list(range(len(clips))), 1, options=RegionEpisodeOptions(augment=False, hard=1.0))
-    b = torch.utils.data.default_collate([ep[0]])
-    tgt = colour(b["tgt"], b["gain"], b["offset"])
-    warped = colour(b["warped"], b["gain"], b["offset"])
-    src = colour(b["src"], b["gain"], b["offset"])
+    b = batch_to(torch.utils.data.default_collate([ep[0]]), "cpu")
+    tgt, warped, src = b["tgt"], b["warped"], b["src"]
     E, G = RegionEmbedder(128, 32, 8), RegionGenerator(128, 32, 8)
     opt = torch.optim.Adam(list(E.parameters()) + list(G.parameters()), lr=2e-3)
     losses = []

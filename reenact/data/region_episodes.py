@@ -3,7 +3,7 @@
 Each episode is built on the CPU (DataLoader workers) from the region set of a prepared folder
 (:mod:`reenact.data.regions`):
 
-- ``src`` ``(Kmax, S, S, 3)`` uint8 and ``src_draw`` ``(Kmax, 3, S, S)`` (their landmark images), ``shots`` ``(Kmax,)``: 1 for
+- ``src`` ``(Kmax, S, S, 3)`` uint8 and ``src_draw`` ``(Kmax, 3, S, S)`` uint8 (their landmark images x 255), ``shots`` ``(Kmax,)``: 1 for
   the ``k`` shots the embedder averages, 0 for padding (k is drawn per episode, so one model serves 1-8 shots);
 - ``warped``: the first shot warped to the target's landmarks, read through the same piecewise-affine map the
   renderer uses on a photo (:class:`reenact.photowarp.PhotoWarp`, anchors fixed around the face), sampled
@@ -11,7 +11,7 @@ Each episode is built on the CPU (DataLoader workers) from the region set of a p
 - ``tgt``, ``tgt_draw``: the target crop and its landmark image; ``inner``: the target's inner polygon
   (dilated 2 px), where teeth and cavity are, weighted in the loss and scored in validation;
 - ``video``: the clip's row in D's per-video table; ``gain``, ``offset`` ``(3,)``: the episode's colour jitter,
-  applied on the training device (:func:`colour`), since images travel as uint8 ``(.., S, S, 3)``.
+  applied on the training device (:func:`batch_to`), since images travel as uint8 ``(.., S, S, 3)``.
 
 Pairs: with probability ``hard`` the target is one of the quarter of the clip's frames whose opening differs
 most from the first shot's (an open mouth from a closed one is what only a learned model can do), else any
@@ -95,6 +95,23 @@ def _u8(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img))
 
 
+def _u8_draw(d: np.ndarray) -> np.ndarray:
+    """Landmark images in [0, 1] as uint8 (x 255): a quarter of the bytes through the loader's shared memory."""
+    return np.ascontiguousarray(np.round(d * 255), dtype=np.uint8)
+
+
+def batch_to(b: dict, device) -> dict:
+    """A collated batch on ``device`` as the networks take it: images float in [-1, 1] ``(..., 3, S, S)`` with
+    the episode's colour jitter, landmark images and ``inner`` float in [0, 1]."""
+    b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+    g, o = b["gain"], b["offset"]
+    for k in ("src", "warped", "tgt"):
+        b[k] = colour(b[k], g, o)
+    for k in ("src_draw", "tgt_draw", "inner"):
+        b[k] = b[k].float() / 255 if k != "inner" else b[k].float()
+    return b
+
+
 def colour(images: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """uint8 ``(B, ..., H, W, 3)`` + per-episode ``gain``/``offset`` ``(B, 3)`` -> float ``(B, ..., 3, H, W)``
     in [-1, 1] (offset in [0, 1] units)."""
@@ -162,14 +179,16 @@ class RegionEpisodes(torch.utils.data.Dataset):
             warped = cv2.GaussianBlur(warped, (0, 0), rng.uniform(0.3, 1.0))
         inner = cv2.dilate((tgt_draw[0] > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8))
         pad = o.max_shots - len(srcs)
-        src_t = torch.stack([_u8(s) for s in srcs] + [torch.zeros(S, S, 3, dtype=torch.uint8)] * pad)
-        draw_t = torch.stack([torch.from_numpy(np.ascontiguousarray(x)) for x in draws] + [torch.zeros(3, S, S)] * pad)
+        # numpy, not torch, builds the arrays: a torch op per item costs far more than its work when the
+        # process's intra-op threads compete with other processes for the cores
+        src_t = torch.from_numpy(np.stack(srcs + [np.zeros((S, S, 3), np.uint8)] * pad))
+        draw_t = torch.from_numpy(_u8_draw(np.stack(draws + [np.zeros((3, S, S), np.float32)] * pad)))
         shots = torch.tensor([1.0] * len(srcs) + [0.0] * pad)
         tgt_draw = tgt_draw[:, :, ::-1] if flip else tgt_draw
         inner = inner[:, ::-1] if flip else inner
         return {"src": src_t, "src_draw": draw_t, "shots": shots, "warped": _u8(look(warped)),
                 "tgt": _u8(look(tgt_img)), "gain": torch.tensor(gain, dtype=torch.float32),
-                "offset": torch.tensor(offset, dtype=torch.float32), "tgt_draw": torch.from_numpy(np.ascontiguousarray(tgt_draw)),
-                "inner": torch.from_numpy(np.ascontiguousarray(inner)).float()[None],
+                "offset": torch.tensor(offset, dtype=torch.float32), "tgt_draw": torch.from_numpy(_u8_draw(tgt_draw)),
+                "inner": torch.from_numpy(np.ascontiguousarray(inner, np.uint8))[None],
                 "video": torch.tensor(c, dtype=torch.long),
                 "open": torch.tensor(float(d.openings[c][t]), dtype=torch.float32)}
