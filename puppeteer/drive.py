@@ -483,7 +483,9 @@ def record_live(avatar: "Avatar", frames: Iterable[np.ndarray], output: str | os
 
     io.check_writable(output)
     live = drive(avatar, frames, fps=fps, **options)
-    with io.VideoWriter(output, fps, crf=crf, provenance=Provenance.of(avatar)) as writer, \
+    # encoded on a writer thread while the next frame is tracked and rendered (``puppeteer.live.run_live`` also
+    # puts tracking and rendering on threads of their own and drops the frames it cannot keep up with)
+    with io.BackgroundWriter(io.VideoWriter(output, fps, crf=crf, provenance=Provenance.of(avatar))) as writer, \
             tqdm(desc="live", unit="frame", disable=not progress, leave=False) as bar:
         try:
             for frame in live:

@@ -23,6 +23,7 @@ Paste = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 ``(68, 2)`` landmarks (crop pixels)."""
 
 TIMING_KEYS = ("render", "paste_back", "encode")
+QUEUE_BYTES = 16 << 20  # frames waiting for the writer thread, in bytes
 
 
 def default_batch(avatar: "Avatar") -> int:
@@ -57,25 +58,39 @@ def render_video(avatar: "Avatar", points: np.ndarray, output: str | os.PathLike
     chunk = batch_size or default_batch(avatar)
     writer = io.VideoWriter(output, fps, crf=crf, audio=audio, audio_rate=audio_rate,
                             provenance=Provenance.of(avatar))
-    # encoding (watermark, H.264, audio) runs on its own thread while the next batch renders; the queue holds
-    # about one batch, so memory stays bounded when the encoder is the slower of the two
-    with io.BackgroundWriter(writer, maxsize=chunk + 1) as bg, \
-            tqdm(total=len(points), desc="rendering", unit="frame", disable=not progress, leave=False) as bar:
-        for i in range(0, len(points), chunk):
-            part = points[i:i + chunk]
-            t = time.perf_counter()
-            if compositor is not None:
-                crops = compositor.render(avatar, part, batch_size=chunk, timings=timings)
-            else:
-                crops = avatar.render_batch(part, batch_size=chunk)
-                timings["render"] += time.perf_counter() - t
-            for j, (crop, p) in enumerate(zip(crops, part)):
+    bg = None
+    try:
+        with tqdm(total=len(points), desc="rendering", unit="frame", disable=not progress, leave=False) as bar:
+            for i in range(0, len(points), chunk):
+                part = points[i:i + chunk]
                 t = time.perf_counter()
-                frame = crop if paste is None else paste(i + j, crop, p)
-                timings["paste_back"] += time.perf_counter() - t
-                bg.write(frame)
-            bar.update(len(part))
+                if compositor is not None:
+                    crops = compositor.render(avatar, part, batch_size=chunk, timings=timings)
+                else:
+                    crops = avatar.render_batch(part, batch_size=chunk)
+                    timings["render"] += time.perf_counter() - t
+                for j, (crop, p) in enumerate(zip(crops, part)):
+                    t = time.perf_counter()
+                    frame = crop if paste is None else paste(i + j, crop, p)
+                    timings["paste_back"] += time.perf_counter() - t
+                    if bg is None:
+                        bg = io.BackgroundWriter(writer, maxsize=_queued_frames(frame, chunk))
+                    bg.write(frame)
+                bar.update(len(part))
         t = time.perf_counter()
+        bg.close() if bg is not None else writer.close()
+    except BaseException as e:
+        if bg is not None:
+            bg.abort(type(e), e, e.__traceback__)
+        else:
+            writer._abort(type(e), e, e.__traceback__)
+        raise
     # encode: the writer thread's busy time (overlapped with rendering) plus the final flush and move into place
-    timings["encode"] += bg.seconds + time.perf_counter() - t
+    timings["encode"] += (bg.seconds if bg is not None else 0.0) + time.perf_counter() - t
     return Path(output)
+
+
+def _queued_frames(frame: np.ndarray, chunk: int) -> int:
+    """Frames the writer thread may hold: about a batch (so encoding a batch overlaps with rendering the next),
+    at most QUEUE_BYTES of them (large frames: memory stays near one batch whatever the frame size)."""
+    return int(max(2, min(chunk + 1, QUEUE_BYTES // max(frame.nbytes, 1))))

@@ -360,7 +360,9 @@ def test_lipsync_decodes_only_what_the_speech_needs(tiny_checkpoint, speech_clip
     finally:
         tracemalloc.stop()
     assert res.frames == 10 and io.probe(res.output).num_frames == 10
-    assert peak < 80e6, f"peak {peak / 1e6:.0f} MB of arrays for 10 frames of 2.8 MB"
+    # the whole video would be 400 MB; what remains is a batch, a few queued frames and the watermark's working
+    # set on the writer thread (~37 MB for a 720p frame), which overlaps with the paste-back of the next frames
+    assert peak < 130e6, f"peak {peak / 1e6:.0f} MB of arrays for 10 frames of 2.8 MB"
 
 
 def test_espeak_command_line_says_text_starting_with_a_dash(tmp_path, monkeypatch):

@@ -173,3 +173,18 @@ def test_flow_tracking_is_cheaper_than_checked_fits_and_as_steady(clip_512):
     assert np.abs(np.stack(pts) - offline.points[1:]).mean() < 2.0  # pixels at 512 px
     smooth = LiveTracker(det, smooth=True)
     assert jitter(np.stack([smooth(f) for f in frames])) < 0.5 * jitter(offline.points)
+
+
+def test_record_live_encodes_on_a_thread_and_keeps_the_file_on_ctrl_c(avatar, driver, photo, tmp_path):
+    from puppeteer.drive import record_live
+
+    def frames():
+        for i, f in enumerate(io.read_frames(driver)):
+            if i == 12:
+                raise KeyboardInterrupt
+            yield f
+
+    out = tmp_path / "rec.mp4"
+    live = record_live(avatar, frames(), out, 25.0, progress=False, into=photo)
+    assert live.count == 12
+    _stamped_and_playable(out, 12)
