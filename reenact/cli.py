@@ -209,27 +209,31 @@ def _cmd_animate(a):
 
 
 def _cmd_puppeteer(a):
+    _drive_options(a)
+    camera = _open_camera(a)
+    _drive(a, *_open_avatar_into(a), camera)
+
+
+def _open_avatar_into(a):
+    """``(avatar, into)`` for --avatar/--checkpoint/--device/--shot/--crop/--source: the avatar file and the
+    source image to paste into (None with --crop)."""
     from puppeteer.drive import source_image
     from reenact import io
     from reenact.api import open_avatar
     from reenact.errors import InputError
 
-    _drive_options(a)
-    camera = _open_camera(a)
     avatar = open_avatar(a.avatar, a.checkpoint, device=a.device)
     if not 0 <= a.shot < avatar.shots:
         raise InputError(a.avatar, f"--shot {a.shot}: the avatar has {avatar.shots} source image(s)")
     into = None
     if not a.crop:
         into = io.read_image(a.source if a.source else source_image(avatar, a.shot))
-    _drive(a, avatar, into, camera)
+    return avatar, into
 
 
 def _cmd_live(a):
-    from puppeteer.drive import Camera, source_image
+    from puppeteer.drive import Camera
     from puppeteer.live import has_display, run_live
-    from reenact import io
-    from reenact.api import open_avatar
     from reenact.errors import InputError
 
     opts = _drive_options(a)
@@ -243,12 +247,7 @@ def _cmd_live(a):
     if not a.show and not a.output:
         raise InputError("reenact live", "no output: give --show (a window) and/or --out FILE")
     source = Camera(a.camera) if a.camera is not None else a.driver
-    avatar = open_avatar(a.avatar, a.checkpoint, device=a.device)
-    if not 0 <= a.shot < avatar.shots:
-        raise InputError(a.avatar, f"--shot {a.shot}: the avatar has {avatar.shots} source image(s)")
-    into = None
-    if not a.crop:
-        into = io.read_image(a.source if a.source else source_image(avatar, a.shot))
+    avatar, into = _open_avatar_into(a)
     live = run_live(avatar, source, out=a.output, show=a.show, overlay=a.overlay, realtime=not a.no_realtime,
                     max_frames=a.max_frames, audio=not a.no_audio, into=into, shot=a.shot, options=opts,
                     smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval, queue_size=a.queue_size,
