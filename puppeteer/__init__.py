@@ -10,7 +10,8 @@
 
 Pieces, imported lazily: ``puppeteer.retarget`` (``Retargeter``, ``RetargetOptions``, ``choose_reference``:
 landmark geometry only), ``reenact.landmarks.live`` (``CheckedDetector``, ``LiveTracker``), ``puppeteer.drive``
-(``puppeteer_video``, ``animate``, ``drive`` / ``LiveDriver``, ``Camera``, ``Compositor``), ``puppeteer.measure``
+(``puppeteer_video``, ``animate``, ``drive`` / ``LiveDriver``, ``Camera``, ``Compositor``), ``puppeteer.live``
+(``run_live`` / ``LiveRun``: real time, each stage on its own thread, late frames dropped), ``puppeteer.measure``
 (``jitter``, ``shape_ratios``). Driving from speech will live in ``puppeteer.audio``.
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ _LAZY = {
     "DriveResult": "puppeteer.drive",
     "Camera": "puppeteer.drive",
     "Compositor": "puppeteer.drive",
+    "run_live": "puppeteer.live",
+    "LiveRun": "puppeteer.live",
     "jitter": "puppeteer.measure",
     "shape_ratios": "puppeteer.measure",
 }
