@@ -30,11 +30,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--flush-denormal", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    if a.flush_denormal:  # what PhotoRenderer does around G on a CPU (this loop calls G directly)
-        torch.set_flush_denormal(True)
     import cv2
 
     from reenact import io

@@ -17,8 +17,6 @@ The output is the photo's size. :meth:`PhotoRenderer.render` runs the warp and t
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import cv2
 import numpy as np
 import torch
@@ -32,22 +30,6 @@ SUPPORT_GROW = 0.06
 SUPPORT_FEATHER = 0.03
 #: The blend fades to 0 over this fraction of the crop side at its edges.
 WINDOW_FEATHER = 0.08
-
-
-@contextmanager
-def _flush_denormals(device: torch.device):
-    """Denormal floats off for a CPU forward: the trained region G's activations reach denormal magnitudes
-    somewhere, and x86 handles those in microcode: measured 243 ms against 7.9 ms for one 128 px mouth on 2
-    cores (``benchmarks/photo_render.py --flush-denormal``). 8-bit outputs cannot tell the difference. The flag
-    is restored to PyTorch's default afterwards."""
-    if device.type != "cpu":
-        yield
-        return
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
 
 
 def _window(size: int) -> np.ndarray:
@@ -119,7 +101,7 @@ class PhotoRenderer:
             draws.append(draw_region(pts, spec, S))
             mats.append(m)
             sup.append(support(pts, spec, S))
-        with torch.inference_mode(), _flush_denormals(self.device):
+        with torch.inference_mode():
             res = self.G(to_net(np.stack(crops), self.device), torch.from_numpy(np.stack(draws)).to(self.device),
                          self.psi)
             rgb = ((res.rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
