@@ -125,7 +125,13 @@ def test_closing_the_iterator_mid_stream_leaves_a_playable_stamped_file(avatar, 
 def test_ctrl_c_mid_stream_leaves_a_playable_stamped_file(avatar, driver, photo, tmp_path):
     out = tmp_path / "interrupted.mp4"
     live = run_live(avatar, driver, out=out, into=photo, progress=False)
-    threading.Timer(0.8, _thread.interrupt_main).start()  # Ctrl-C, delivered to the main thread
+    def ctrl_c_once_frames_flow():  # Ctrl-C, delivered to the main thread, once 5 frames are out: a fixed
+        t0 = time.perf_counter()    # delay lands before the first frame on a slow, busy machine
+        while live.stats.frames_out < 5 and time.perf_counter() - t0 < 30:
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    threading.Thread(target=ctrl_c_once_frames_flow, daemon=True).start()
     stats = live.run()
     assert 0 < stats.written < FRAMES
     _stamped_and_playable(out, stats.written)
