@@ -4,6 +4,7 @@ stopping mid-stream leaving a playable, stamped file; and the flow tracker's spe
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 import tracemalloc
@@ -131,8 +132,14 @@ def test_ctrl_c_mid_stream_leaves_a_playable_stamped_file(avatar, driver, photo,
             time.sleep(0.01)
         _thread.interrupt_main()
 
-    threading.Thread(target=ctrl_c_once_frames_flow, daemon=True).start()
-    stats = live.run()
+    # Python's own Ctrl-C handler, whatever an earlier test of the CLI left installed (interrupt_main does
+    # nothing when SIGINT is not handled by Python's default handler)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=ctrl_c_once_frames_flow, daemon=True).start()
+        stats = live.run()
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert 0 < stats.written < FRAMES
     _stamped_and_playable(out, stats.written)
 
