@@ -233,11 +233,7 @@ class Avatar:
         ``batch_size`` (default 16 on CPU, 64 on GPU)."""
         from reenact.draw import rasterize
 
-        pts = np.asarray(points, dtype=np.float32)
-        if pts.ndim != 3 or pts.shape[1:] != (68, 2):
-            raise InputError("<points>", f"expected (N, 68, 2) landmarks in crop pixels, got {pts.shape}")
-        if not np.isfinite(pts).all():
-            raise InputError("<points>", "landmarks contain NaN or infinite values")
+        pts = check_points(points, "crop")
         S, dev = self.resolution, self.base.device
         n = batch_size or (64 if dev.type == "cuda" else 16)
         out = np.empty((len(pts), S, S, 3), np.uint8)
@@ -377,6 +373,16 @@ class Avatar:
             raise CheckpointError(f"{path}: {exc}") from None
         except (KeyError, ValueError, IndexError, TypeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: malformed avatar file ({type(exc).__name__}: {exc})") from None
+
+
+def check_points(points: np.ndarray, where: str) -> np.ndarray:
+    """``(N, 68, 2)`` float32 finite landmarks (in ``where`` pixels), or InputError saying what is wrong."""
+    pts = np.asarray(points, dtype=np.float32)
+    if pts.ndim != 3 or pts.shape[1:] != (68, 2):
+        raise InputError("<points>", f"expected (N, 68, 2) landmarks in {where} pixels, got {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise InputError("<points>", "landmarks contain NaN or infinite values")
+    return pts
 
 
 def check_base(path, meta: dict[str, str], base) -> None:

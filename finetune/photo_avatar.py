@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-from finetune.avatar import (FORMAT, Avatar, Source, check_base, encode_generator, file_parts, read_avatar_file,
+from finetune.avatar import (FORMAT, Avatar, Source, check_base, check_points, encode_generator, file_parts, read_avatar_file,
                              tuned_generator)
-from reenact.crop import CropParams, crop_image, transform_points
+from reenact.crop import CropParams, crop_image, invert, transform_points
 from reenact.errors import CheckpointError, InputError
 from reenact.renderer import PhotoRenderer, embed
 
@@ -86,20 +86,12 @@ class PhotoAvatar(Avatar):
                 f"region {self.base.spec.name}, base {self.base_hash[:12]})")
 
     # -- rendering -------------------------------------------------------------------------------------
-    def _check_points(self, points: np.ndarray, where: str) -> np.ndarray:
-        pts = np.asarray(points, dtype=np.float32)
-        if pts.ndim != 3 or pts.shape[1:] != (68, 2):
-            raise InputError("<points>", f"expected (N, 68, 2) landmarks in {where} pixels, got {pts.shape}")
-        if not np.isfinite(pts).all():
-            raise InputError("<points>", "landmarks contain NaN or infinite values")
-        return pts
-
     def render_batch(self, points: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """``points`` ``(N, 68, 2)`` in the first photo's crop pixels -> RGB uint8 ``(N, 256, 256, 3)``: the
         full-resolution render cut with that crop."""
         src = self.sources[0]
-        pts = self._check_points(points, "crop")
-        full = self._renderer.render(transform_points(pts, cv2.invertAffineTransform(src.matrix)), batch_size or 16)
+        pts = check_points(points, "crop")
+        full = self._renderer.render(transform_points(pts, invert(src.matrix)), batch_size or 16)
         return np.stack([crop_image(f, src.matrix, self.resolution) for f in full])
 
     def render_full_batch(self, points: np.ndarray, into: np.ndarray | str | os.PathLike | None = None,
@@ -111,7 +103,7 @@ class PhotoAvatar(Avatar):
             raise InputError("<shot>", f"the photo renderer renders into its first photo, not shot {shot}")
         if into is not None:
             self.source_image(into, 0)  # same checks as the crop avatar: size of the photo it was made from
-        return self._renderer.render(self._check_points(points, "photo"))
+        return self._renderer.render(check_points(points, "photo"))
 
     def render_full(self, points: np.ndarray, into: np.ndarray | str | os.PathLike | None = None,
                     shot: int = 0) -> np.ndarray:

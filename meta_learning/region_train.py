@@ -36,16 +36,10 @@ from reenact.data.region_episodes import RegionClips, RegionEpisodeOptions, Regi
 from reenact.device import resolve_device
 from reenact.gan import update
 from reenact.losses import d_hinge, embedding_match, feature_matching, g_hinge, pyramid_l1, ssim
-from reenact.models.region import RegionDiscriminator, RegionEmbedder, RegionGenerator
+from reenact.models.region import build_region_models
 
 #: Mouths at least this open (inter-ocular distances) count as open in validation (as in reenact.metrics).
 OPEN = 0.08
-
-
-def build_region_models(cfg: RegionConfig, num_videos: int) -> tuple[RegionEmbedder, RegionGenerator, RegionDiscriminator]:
-    m = cfg.model
-    return (RegionEmbedder(m.size, m.embed_dim, m.e_base), RegionGenerator(m.size, m.embed_dim, m.g_width, m.g_head),
-            RegionDiscriminator(num_videos, m.size, m.embed_dim, m.d_base))
 
 
 def interior_psnr(out: torch.Tensor, real: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
@@ -64,7 +58,7 @@ class RegionTrainer:
         self.amp = self.device.type == "cuda" and t.amp in ("auto", "bf16")
         self.data = clips or RegionClips(cfg.data.root, cfg.model.region, progress=True)
         self.train_clips, self.val_clips = self.data.split(cfg.data.val_fraction)
-        self.E, self.G, self.D = (m.to(self.device) for m in build_region_models(cfg, len(self.data)))
+        self.E, self.G, self.D = (m.to(self.device) for m in build_region_models(cfg.model, len(self.data)))
         if t.init_weights:
             ck = load_checkpoint(t.init_weights, train_state=False)
             ck.load_into({"E_ema" if "E_ema" in ck.weights else "E": self.E,

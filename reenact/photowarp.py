@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from reenact.crop import CropParams, box_from_points
+from reenact.geometry import compose, fit_similarity, invert, transform
 from reenact.warp import triangle_index_map, triangulate
 
 #: Anchor rings: sides of the box that moves with the head and of the fixed one, in units of the landmarks'
@@ -66,18 +67,6 @@ def face_anchors(points: np.ndarray, scale: float, per_side: int = ANCHORS_PER_S
     return _ring(np.array([cx - h, cy - h]), np.array([cx + h, cy + h]), per_side)
 
 
-def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 least-squares similarity (rotation, uniform scale, shift) mapping ``src`` (N, 2) onto ``dst``."""
-    s, d = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    ms, md = s.mean(0), d.mean(0)
-    a, b = s - ms, d - md
-    den = (a ** 2).sum() or 1.0
-    c = (a * b).sum() / den  # scale * cos
-    si = (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum() / den  # scale * sin
-    r = np.array([[c, -si], [si, c]])
-    return np.concatenate([r, (md - r @ ms)[:, None]], 1)
-
-
 class PhotoWarp:
     """The warp of one photo: its landmarks and the anchor rings (see the module doc).
 
@@ -94,19 +83,26 @@ class PhotoWarp:
         self.follow_head = follow_head
         self.inner = face_anchors(pts, INNER_SCALE)
         self.margin = (OUTER_SCALE - INNER_SCALE) / 2 * float(box_from_points(pts, CropParams(scale=1.0))[2])
+        self._last: tuple[bytes, tuple] | None = None
 
-    def anchors(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(src, dst, outer)``: the control points in the photo and at the target (landmarks, inner ring,
-        outer ring) and the outer ring alone."""
+    def anchors(self, dst_points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(src, dst, outer, tris)``: the control points in the photo and at the target (landmarks, inner ring,
+        outer ring), the outer ring alone, and the Delaunay triangles of the target's. The last target's are kept:
+        a frame's warp and its region crop ask for the same target in a row."""
         dst = np.asarray(dst_points, np.float64)
+        key = dst.tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         if self.follow_head:
-            sim = fit_similarity(self.points[list(RIGID)], dst[list(RIGID)])
-            moved = self.inner @ sim[:, :2].T + sim[:, 2]
+            moved = transform(self.inner, fit_similarity(self.points[list(RIGID)], dst[list(RIGID)]))
         else:
             moved = self.inner
         both = np.concatenate([self.inner, moved])
         outer = _ring(both.min(0) - self.margin, both.max(0) + self.margin)
-        return (np.concatenate([self.points, self.inner, outer]), np.concatenate([dst, moved, outer]), outer)
+        dst_all = np.concatenate([dst, moved, outer])
+        result = (np.concatenate([self.points, self.inner, outer]), dst_all, outer, triangulate(dst_all))
+        self._last = (key, result)
+        return result
 
     def roi(self, dst_points: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
         """``(x0, y0, x1, y1)``: the part of a ``height`` x ``width`` photo that the warp to ``dst_points``
@@ -122,11 +118,9 @@ class PhotoWarp:
         """``(h, w, 2)`` float32 photo coordinates to read for each point of a grid (row-major pixel centres
         ``(x, y) = (j, i)``) whose grid points are mapped into the photo by ``to_photo`` (2x3)."""
         h, w = shape
-        src, dst, outer = self.anchors(dst_points)
+        src, dst, outer, tris = self.anchors(dst_points)
         m = np.asarray(to_photo, np.float64)
-        inv = cv2.invertAffineTransform(m.astype(np.float64))
-        dst_grid = dst @ inv[:, :2].T + inv[:, 2]  # target points in grid coordinates
-        tris = triangulate(dst)
+        dst_grid = transform(dst, invert(m))  # target points in grid coordinates
         idx = triangle_index_map(dst_grid, tris, h, w)
         # per-triangle affine target -> photo: A = S @ D^-1 with D the target triangle (homogeneous)
         d = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], 2).transpose(0, 2, 1)
@@ -137,7 +131,7 @@ class PhotoWarp:
         a[ok] = s[ok] @ np.linalg.inv(d[ok])
         a[~ok] = [[1, 0, 0], [0, 1, 0]]  # degenerate target triangles cover no grid point
         ys, xs = np.mgrid[0:h, 0:w]
-        q = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64) @ m[:, :2].T + m[:, 2]  # photo coords
+        q = transform(np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64), m)  # photo coords
         ai = a[idx.reshape(-1)]
         out = np.einsum("nij,nj->ni", ai[:, :, :2], q) + ai[:, :, 2]
         lo, hi = outer.min(0), outer.max(0)  # the outer ring is an axis-aligned box
@@ -156,7 +150,8 @@ class PhotoWarp:
         # coarse point k sits at output pixel (k - 1) * step + (step - 1) / 2: cv2.resize's pixel centres
         ny, nx = -(-h // step) + 2, -(-w // step) + 2
         c = (step - 1) / 2.0 - step
-        coarse = self.coarse_map(dst_points, compose(to_photo, [[step, 0, c], [0, step, c]]), (ny, nx))
+        coarse = self.coarse_map(dst_points, compose(np.asarray(to_photo, np.float64),
+                                                     np.array([[step, 0, c], [0, step, c]], np.float64)), (ny, nx))
         full = cv2.resize(coarse, (nx * step, ny * step), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(full[step:step + h, step:step + w])
 
@@ -204,14 +199,8 @@ class PhotoWarp:
                     step: int = STEP) -> np.ndarray:
         """The region crop (``size`` px, frame -> crop matrix ``to_region``) of the warped photo, read from the
         photo in one resampling."""
-        to_photo = cv2.invertAffineTransform(np.asarray(to_region, np.float64))
+        to_photo = invert(np.asarray(to_region, np.float64))
         return sample(photo, self.map(dst_points, to_photo, (size, size), step))
-
-
-def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """2x3 affine ``outer o inner`` (apply ``inner`` first)."""
-    o, i = np.asarray(outer, np.float64), np.asarray(inner, np.float64)
-    return np.concatenate([o[:, :2] @ i[:, :2], (o[:, :2] @ i[:, 2] + o[:, 2])[:, None]], 1)
 
 
 def sample(photo: np.ndarray, coords: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from reenact.crop import border_mask
 from reenact.geometry import invert, transform
 from reenact.photowarp import PhotoWarp
 from reenact.regions import RegionSpec, crop_region, draw_region, region_matrix
@@ -30,12 +31,6 @@ SUPPORT_GROW = 0.06
 SUPPORT_FEATHER = 0.03
 #: The blend fades to 0 over this fraction of the crop side at its edges.
 WINDOW_FEATHER = 0.08
-
-
-def _window(size: int) -> np.ndarray:
-    r = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32) / max(1.0, WINDOW_FEATHER * size)
-    r = np.clip(r, 0, 1)
-    return np.outer(r, r)
 
 
 def support(points: np.ndarray, spec: RegionSpec, size: int) -> np.ndarray:
@@ -76,7 +71,7 @@ class PhotoRenderer:
         self.points = np.asarray(points, np.float32)
         self.warp = PhotoWarp(self.points)
         self.G, self.psi, self.spec, self.size = G, psi, spec, int(size)
-        self._window = _window(self.size)
+        self._window = border_mask(self.size, WINDOW_FEATHER)
 
     @property
     def device(self) -> torch.device:

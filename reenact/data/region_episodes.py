@@ -29,7 +29,8 @@ import torch
 
 from reenact.crop import invert, transform_points
 from reenact.data.dataset import held_out
-from reenact.photowarp import PhotoWarp, compose, sample
+from reenact.geometry import compose
+from reenact.photowarp import PhotoWarp, sample
 from reenact.regions import draw_region, get_region, opening
 
 
@@ -63,7 +64,7 @@ class RegionClips:
         self.spec = get_region(region)
         self.frames, self.matrices, self.points, self.openings = [], [], [], []
         for i in tqdm(range(len(self.keys)), desc=f"load {region}", disable=not progress):
-            meta = data._meta(i)
+            meta = data.meta(i)
             mats = meta["matrices"].astype(np.float64)
             crop_pts = meta["points"].astype(np.float32)
             self.frames.append(data.frames(i))
@@ -127,7 +128,6 @@ class RegionEpisodes(torch.utils.data.Dataset):
     def __init__(self, data: RegionClips, clips: list[int], length: int, seed: int = 0,
                  options: RegionEpisodeOptions = RegionEpisodeOptions(), epoch: int = 0):
         self.data, self.clips, self.length, self.seed, self.o, self.epoch = data, list(clips), length, seed, options, epoch
-        self.clip_row = {c: c for c in self.clips}
 
     def __len__(self) -> int:
         return self.length
@@ -173,7 +173,7 @@ class RegionEpisodes(torch.utils.data.Dataset):
         # first shot's crop (its matrix); sampled from that crop, before its colour jitter / flip
         pw = PhotoWarp(d.points[c][s0])
         coords = pw.map(d.points[c][t], invert(mt), (S, S))
-        coords = coords @ m0[:, :2].T.astype(np.float32) + m0[:, 2].astype(np.float32)
+        coords = transform_points(coords, m0)
         warped = sample(src0_img, coords)
         if aug and rng.random() < o.blur:
             warped = cv2.GaussianBlur(warped, (0, 0), rng.uniform(0.3, 1.0))

@@ -167,8 +167,13 @@ class RegionData:
         r = self.records[i]
         return unpack_meta(read_range(region_dir(self.root, self.region) / r.shard, r.meta_off, r.meta_len))
 
+    def meta(self, i: int) -> dict[str, np.ndarray]:
+        """Arrays of clip i: ``matrices`` (N, 2, 3) frame -> crop, ``frame_ids`` (N,), ``points`` (N, 68, 2)
+        float16 crop pixels."""
+        return self._meta(i)
+
     def matrices(self, i: int) -> np.ndarray:
-        return self._meta(i)["matrices"]
+        return self.meta(i)["matrices"]
 
     def frames(self, i: int) -> np.ndarray:
         from reenact import io

@@ -155,3 +155,9 @@ class RegionDiscriminator(nn.Module):
         wi = self.W(video) if w_video is None else w_video
         score = self.w(v).squeeze(1) + ((wi.to(v.dtype) + self.w0.to(v.dtype)) * v).sum(1)
         return score, feats
+
+
+def build_region_models(m, num_videos: int) -> tuple[RegionEmbedder, RegionGenerator, RegionDiscriminator]:
+    """E, G, D of a ``RegionModelConfig`` (``reenact.config``); D has ``num_videos`` rows of W."""
+    return (RegionEmbedder(m.size, m.embed_dim, m.e_base), RegionGenerator(m.size, m.embed_dim, m.g_width, m.g_head),
+            RegionDiscriminator(num_videos, m.size, m.embed_dim, m.d_base))

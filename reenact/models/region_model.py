@@ -13,7 +13,7 @@ from torch import nn
 from reenact.checkpoint import checkpoint_hash, load_checkpoint
 from reenact.device import resolve_device
 from reenact.errors import CheckpointError
-from reenact.models.region import RegionDiscriminator, RegionEmbedder, RegionGenerator
+from reenact.models.region import RegionDiscriminator, RegionEmbedder, RegionGenerator, build_region_models
 from reenact.regions import RegionSpec, get_region
 
 KIND = "region"
@@ -46,8 +46,7 @@ class RegionModel:
         cfg = ck.config
         if cfg is None:
             raise CheckpointError(f"{ck.path}: no config.yaml, cannot build the networks")
-        m = cfg.model
-        E, G = RegionEmbedder(m.size, m.embed_dim, m.e_base), RegionGenerator(m.size, m.embed_dim, m.g_width, m.g_head)
+        E, G, _ = build_region_models(cfg.model, int(ck.weights["D"]["W.weight"].shape[0]))
         digest = checkpoint_hash(ck)
         ck.load_into({"E_ema": E, "G_ema": G})
         for net in (E, G):
@@ -74,8 +73,7 @@ class RegionModel:
         return copy.deepcopy(self.G).requires_grad_(True)
 
     def build_discriminator(self) -> RegionDiscriminator:
-        m = self.config.model
-        D = RegionDiscriminator(int(self.D_weights["W.weight"].shape[0]), m.size, m.embed_dim, m.d_base)
+        D = build_region_models(self.config.model, int(self.D_weights["W.weight"].shape[0]))[2]
         try:
             D.load_state_dict(self.D_weights, strict=True)
         except RuntimeError as exc:
