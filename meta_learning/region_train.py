@@ -84,8 +84,23 @@ class RegionTrainer:
         return batch_to(b, self.device)
 
     def _generate(self, E, G, b):
+        """``(e, out, blend)``: the embedding, G's output and the blend the renderer makes of it: G's paint
+        enters the warp through ``mask x support`` only (elsewhere the renderer keeps the warp), so losses see
+        exactly the user's output and give G nothing to gain outside the mouth."""
         e = E(b["src"], b["src_draw"], b["shots"])
-        return e, G(b["warped"], b["tgt_draw"], G.psi(e))
+        out = G(b["warped"], b["tgt_draw"], G.psi(e))
+        if "support" not in b:
+            return e, out, out.image
+        return e, out, b["warped"] + (out.mask * b["support"].to(out.mask.dtype)) * (out.rgb - b["warped"])
+
+    def _for_d(self, blend: torch.Tensor, b: dict) -> torch.Tensor:
+        """What D sees of a fake: with ``loss.local_d``, the blend inside the support over the real crop
+        elsewhere, so D judges only what G can change (a D that also sees the warp's resampled skin wins on it
+        and pushes G to paint the whole crop: the collapse of the first two GPU runs)."""
+        if not self.cfg.loss.local_d or "support" not in b:
+            return blend
+        s = b["support"].to(blend.dtype)
+        return b["tgt"].to(blend.dtype) + s * (blend - b["tgt"].to(blend.dtype))
 
     def train_step(self, b: dict, log: bool = True) -> dict[str, float]:
         w, t = self.cfg.loss, self.cfg.train
@@ -93,14 +108,15 @@ class RegionTrainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             # G / E
             self.D.requires_grad_(False)
-            e, out = self._generate(self.E, self.G, b)
-            fake_score, fake_feats = self.D(out.image, b["tgt_draw"], b["video"])
+            e, out, blend = self._generate(self.E, self.G, b)
+            fake = self._for_d(blend, b)
+            fake_score, fake_feats = self.D(fake, b["tgt_draw"], b["video"])
             with torch.no_grad():
                 _, real_feats = self.D(b["tgt"], b["tgt_draw"], b["video"])
             outer = F.max_pool2d(b["tgt_draw"][:, 1:2].float(), 9, 1, 4)
-            terms = {"pyramid": pyramid_l1(out.image.float(), b["tgt"].float()),
-                     "ssim": 1 - ssim(out.image.float(), b["tgt"].float()),
-                     "inner": ((out.image.float() - b["tgt"].float()).abs() * b["inner"]).sum()
+            terms = {"pyramid": pyramid_l1(blend.float(), b["tgt"].float()),
+                     "ssim": 1 - ssim(blend.float(), b["tgt"].float()),
+                     "inner": ((blend.float() - b["tgt"].float()).abs() * b["inner"]).sum()
                      / (3 * b["inner"].sum()).clamp_min(1),
                      **g_hinge(fake_score), **feature_matching(real_feats, fake_feats),
                      **embedding_match(self.D.W(b["video"]).detach(), e),
@@ -110,7 +126,7 @@ class RegionTrainer:
             weights = {"pyramid": w.pyramid, "ssim": w.ssim, "inner": w.inner, "adv": w.adv * ramp, "fm": w.fm * ramp,
                        "mch": w.mch, "mask_outside": w.mask_outside}
             if self.perceptual is not None:
-                terms["perceptual"] = self.perceptual(out.image, b["tgt"])
+                terms["perceptual"] = self.perceptual(blend, b["tgt"])
                 weights["perceptual"] = w.perceptual
         logs = update(self.opt_g, terms, weights=weights, total_name="g_total", grad_clip=t.grad_clip,
                       params=list(self.G.parameters()) + list(self.E.parameters()),
@@ -120,7 +136,7 @@ class RegionTrainer:
         self.D.requires_grad_(True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             real_score, _ = self.D(b["tgt"], b["tgt_draw"], b["video"])
-            fake_score, _ = self.D(out.image.detach(), b["tgt_draw"], b["video"])
+            fake_score, _ = self.D(fake.detach(), b["tgt_draw"], b["video"])
             dterms = {**d_hinge(real_score, fake_score),
                       "mch_d": embedding_match(self.D.W(b["video"]), e.detach())["mch"]}
         logs |= update(self.opt_d, dterms, weights={"mch_d": w.mch}, total_name="d_total", grad_clip=t.grad_clip,
@@ -150,9 +166,9 @@ class RegionTrainer:
         for b in loader or self.val_loader():
             b = self._batch(b)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                _, out = self._generate(self.E_ema, self.G_ema, b)
+                _, _, blend = self._generate(self.E_ema, self.G_ema, b)
             is_open = b["open"] >= OPEN
-            for name, img in (("model", out.image), ("warp", b["warped"])):
+            for name, img in (("model", blend), ("warp", b["warped"])):
                 vals[f"psnr_{name}"].append(interior_psnr(img, b["tgt"], b["inner"])[is_open])
                 vals[f"l1_{name}"].append((img.float() - b["tgt"]).abs().mean((1, 2, 3)))
         r = {k: float(torch.cat(v).mean()) for k, v in vals.items()}

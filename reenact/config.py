@@ -178,6 +178,7 @@ class RegionLossConfig:
     fm: float = 10.0  # feature matching
     mch: float = 1.0  # |W_i - e| (Zakharov et al.'s embedding match); at 10 the embeddings shrank to ~0 together
     mask_outside: float = 5.0  # mean mask outside the dilated outer polygon: pass the warp there
+    local_d: bool = True  # D sees a fake's support (where the renderer lets G paint) over the real crop
     # EfficientNet-Lite0 normalised-feature L1 of the blend vs the real crop (extra `losses`; 0: off). Mouth crops
     # hold no whole face, so SFace's identity loss has no place here.
     perceptual: float = 0.0

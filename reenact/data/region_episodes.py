@@ -9,7 +9,9 @@ Each episode is built on the CPU (DataLoader workers) from the region set of a p
   renderer uses on a photo (:class:`reenact.photowarp.PhotoWarp`, anchors fixed around the face), sampled
   from the first shot's crop;
 - ``tgt``, ``tgt_draw``: the target crop and its landmark image; ``inner``: the target's inner polygon
-  (dilated 2 px), where teeth and cavity are, weighted in the loss and scored in validation;
+  (dilated 2 px), where teeth and cavity are, weighted in the loss and scored in validation; ``support``
+  (uint8 x 255): where the renderer lets G paint (:func:`reenact.renderer.support` x the crop's edge window),
+  so training blends exactly as the renderer does;
 - ``video``: the clip's row in D's per-video table; ``gain``, ``offset`` ``(3,)``: the episode's colour jitter,
   applied on the training device (:func:`batch_to`), since images travel as uint8 ``(.., S, S, 3)``.
 
@@ -27,11 +29,12 @@ import cv2
 import numpy as np
 import torch
 
-from reenact.crop import invert, transform_points
+from reenact.crop import border_mask, invert, transform_points
 from reenact.data.dataset import held_out
 from reenact.geometry import compose
 from reenact.photowarp import PhotoWarp, sample
 from reenact.regions import draw_region, get_region, opening
+from reenact.renderer import WINDOW_FEATHER, support
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,9 @@ def batch_to(b: dict, device) -> dict:
     g, o = b["gain"], b["offset"]
     for k in ("src", "warped", "tgt"):
         b[k] = colour(b[k], g, o)
-    for k in ("src_draw", "tgt_draw", "inner"):
-        b[k] = b[k].float() / 255 if k != "inner" else b[k].float()
+    for k in ("src_draw", "tgt_draw", "inner", "support"):
+        if k in b:
+            b[k] = b[k].float() / 255 if k != "inner" else b[k].float()
     return b
 
 
@@ -178,6 +182,7 @@ class RegionEpisodes(torch.utils.data.Dataset):
         if aug and rng.random() < o.blur:
             warped = cv2.GaussianBlur(warped, (0, 0), rng.uniform(0.3, 1.0))
         inner = cv2.dilate((tgt_draw[0] > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8))
+        sup = support(transform_points(d.points[c][t], mt), d.spec, S) * border_mask(S, WINDOW_FEATHER)
         pad = o.max_shots - len(srcs)
         # numpy, not torch, builds the arrays: a torch op per item costs far more than its work when the
         # process's intra-op threads compete with other processes for the cores
@@ -186,9 +191,11 @@ class RegionEpisodes(torch.utils.data.Dataset):
         shots = torch.tensor([1.0] * len(srcs) + [0.0] * pad)
         tgt_draw = tgt_draw[:, :, ::-1] if flip else tgt_draw
         inner = inner[:, ::-1] if flip else inner
+        sup = sup[:, ::-1] if flip else sup
         return {"src": src_t, "src_draw": draw_t, "shots": shots, "warped": _u8(look(warped)),
                 "tgt": _u8(look(tgt_img)), "gain": torch.tensor(gain, dtype=torch.float32),
                 "offset": torch.tensor(offset, dtype=torch.float32), "tgt_draw": torch.from_numpy(_u8_draw(tgt_draw)),
                 "inner": torch.from_numpy(np.ascontiguousarray(inner, np.uint8))[None],
+                "support": torch.from_numpy(_u8_draw(sup))[None],
                 "video": torch.tensor(c, dtype=torch.long),
                 "open": torch.tensor(float(d.openings[c][t]), dtype=torch.float32)}
