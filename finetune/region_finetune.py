@@ -7,8 +7,8 @@ amount), then warped back to the photo's own landmarks. The round trip destroys 
 (teeth stretched into lips, a closed mouth squeezed), and G learns to restore this person's mouth from it,
 exactly the job it does when driven. Pairs are made once (a small pool, mirrored at random during training);
 the loss is the meta-learning reconstruction (pyramid L1 + (1 - SSIM) + inner-polygon L1 + the mask prior, and
-the EfficientNet-Lite0 perceptual term when the model's ``loss.perceptual`` > 0), updating G and the person's
-``psi``.
+the EfficientNet-Lite0 perceptual term when the model's ``loss.perceptual`` > 0) on the blend the renderer makes
+(G's paint through ``mask x support x window``), updating G and the person's ``psi``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from reenact.geometry import transform
 from reenact.losses import pyramid_l1, ssim
 from reenact.photowarp import PhotoWarp
 from reenact.regions import crop_region, draw_region, region_matrix
-from reenact.renderer import to_net
+from reenact.crop import border_mask
+from reenact.renderer import WINDOW_FEATHER, support, to_net
 
 
 def _alter_mouth(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -43,7 +44,7 @@ def _alter_mouth(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_pairs(photos: list[np.ndarray], points: list[np.ndarray], spec, size: int, n: int, seed: int):
-    """``n`` round-trip pairs: (warped input, target crop, target drawing, inner mask), numpy."""
+    """``n`` round-trip pairs: (warped input, target crop, target drawing, inner mask, blend support), numpy."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -56,7 +57,8 @@ def make_pairs(photos: list[np.ndarray], points: list[np.ndarray], spec, size: i
         tgt = crop_region(photo, m, size)
         draw = draw_region(transform(p, m), spec, size)
         inner = (draw[0] > 0.5).astype(np.float32)
-        out.append((warped, tgt, draw, inner))
+        sup = support(transform(p, m), spec, size) * border_mask(size, WINDOW_FEATHER)
+        out.append((warped, tgt, draw, inner, sup))
     return out
 
 
@@ -76,6 +78,7 @@ def finetune_region(base, photos: list[np.ndarray], points: list[np.ndarray], ps
     draw = torch.from_numpy(np.stack([q[2] for q in pairs])).to(dev)
     inner = F.max_pool2d(torch.from_numpy(np.stack([q[3] for q in pairs]))[:, None].to(dev), 5, 1, 2)
     outer = F.max_pool2d(draw[:, 1:2], 9, 1, 4)
+    sup = torch.from_numpy(np.stack([q[4] for q in pairs]))[:, None].to(dev)
     perceptual = None
     if w.perceptual > 0:
         from reenact.losses_offline import EfficientPerceptual
@@ -89,16 +92,17 @@ def finetune_region(base, photos: list[np.ndarray], points: list[np.ndarray], ps
     for step in tqdm(range(steps), desc="fine-tune", disable=not progress):
         idx = torch.randint(len(pairs), (batch_size,), generator=gen)
         flip = torch.rand(batch_size, generator=gen) < 0.5
-        batch = [x[idx] for x in (warped, tgt, draw, inner, outer)]
+        batch = [x[idx] for x in (warped, tgt, draw, inner, outer, sup)]
         batch = [torch.where(flip[:, None, None, None].to(dev), x.flip(-1), x) for x in batch]
-        wi, ti, di, ii, oi = batch
+        wi, ti, di, ii, oi, si = batch
         out = G(wi, di, psi)
-        terms = {"pyramid": pyramid_l1(out.image, ti), "ssim": 1 - ssim(out.image, ti),
-                 "inner": ((out.image - ti).abs() * ii).sum() / (3 * ii.sum()).clamp_min(1),
+        blend = wi + out.mask * si * (out.rgb - wi)
+        terms = {"pyramid": pyramid_l1(blend, ti), "ssim": 1 - ssim(blend, ti),
+                 "inner": ((blend - ti).abs() * ii).sum() / (3 * ii.sum()).clamp_min(1),
                  "mask_outside": (out.mask * (1 - oi)).mean()}
         weights = {"pyramid": w.pyramid, "ssim": w.ssim, "inner": w.inner, "mask_outside": w.mask_outside}
         if perceptual is not None:
-            terms["perceptual"] = perceptual(out.image, ti)
+            terms["perceptual"] = perceptual(blend, ti)
             weights["perceptual"] = w.perceptual
         logs = update(opt, terms, weights=weights,
                       where=f"fine-tuning step {step}", grad_clip=10.0)
