@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from puppeteer.audio.config import audio_config  # noqa: E402
 from puppeteer.audio.data import Batcher, load_clips  # noqa: E402
-from puppeteer.audio.model import FRAMES  # noqa: E402
+from reenact.models.lipsync import FRAMES  # noqa: E402
 from puppeteer.audio.train import train_a2l, train_sync  # noqa: E402
 from reenact.device import resolve_device  # noqa: E402
 

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     from reenact import io
     from reenact.data.dataset import PreparedDataset
-    from reenact.metrics.evaluate import EvalOptions, _clip_pool, _stored_points, grid_image, select_frames
-    from reenact.metrics.render_cache import CachedRenderer
+    from reenact.metrics.evaluate import EvalOptions
+    from reenact.metrics.harness import CachedRenderer, clip_pool, grid_image, select_frames, stored_points
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True)
@@ -35,11 +35,11 @@ def main() -> None:
     a = ap.parse_args()
     cols = [c.split("=", 1) for c in a.column]
     ds = PreparedDataset(a.data)
-    pool = _clip_pool(ds, EvalOptions())
+    pool = clip_pool(ds, EvalOptions())
     rows = []
     for clip in [pool[i] for i in np.linspace(0, len(pool) - 1, a.rows).round().astype(int)]:
         frames = ds.frames(clip)
-        pts, valid = _stored_points(ds.meta(clip))
+        pts, valid = stored_points(ds.meta(clip))
         _, tgt = select_frames(valid, 1, 8)
         src, _ = select_frames(valid, a.shots, 1)
         row = [frames[tgt][a.target]]

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", action="append", default=[], help="NAME=TAG of a render cache")
     ap.add_argument("--map", default=None, help="write the warp's mean squared-error map here (PNG)")
     a = ap.parse_args(argv)
-    from reenact.metrics.render_cache import CachedRenderer
+    from reenact.metrics.harness import CachedRenderer
 
     renderers = {"static": ev.StaticRenderer(), "warp": ev.WarpRenderer("pa")}
     for spec in a.tag:

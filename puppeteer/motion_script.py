@@ -18,7 +18,7 @@ length, stretched to the ``seconds`` asked for. Gestures (amplitudes at ``amount
 - ``open``: the jaw drops and the mouth opens (22 % of the eye distance at the chin), then closes;
 - ``blink``: both eyes close and reopen (fast close, slower open: ``puppeteer.audio.motion.blink_closure``).
 
-How: the face is brought into its canonical frame (``puppeteer.audio.data.canonicalize``: eye centres at
+How: the face is brought into its canonical frame (``reenact.landmarks.canonical.canonicalize``: eye centres at
 ``(-0.5, 0)`` and ``(0.5, 0)``, one unit = the eye distance, y down), expressions are added there as displacement
 fields, blinks close the lids (``puppeteer.audio.motion.close_eyes``), then the head is rotated in 3-D with a
 generic depth per landmark (:data:`DEPTH`, a rough average face: the nose in front, the jaw contour behind), about
@@ -295,7 +295,7 @@ def _rotation(pitch: np.ndarray, yaw: np.ndarray, roll: np.ndarray) -> np.ndarra
 def apply_curves(points: np.ndarray, curves: Curves) -> np.ndarray:
     """One face ``points`` ``(68, 2)`` (any pixel frame) animated by ``curves`` -> ``(T, 68, 2)`` float32 in the
     same pixels. Frames where every curve is 0 are exactly ``points``."""
-    from puppeteer.audio.data import canonicalize
+    from reenact.landmarks.canonical import canonicalize
     from puppeteer.audio.motion import close_eyes
 
     pts = np.asarray(points, np.float64)

@@ -56,7 +56,7 @@ def make_video(image: np.ndarray, points: np.ndarray, out: Path, *, checkpoint=N
                progress: bool = True) -> DemoResult:
     """Personalise the model to ``image`` (``points``: its face's 68 landmarks), render the speech part and the
     motion-script part, paste them back into ``image`` and write ``out/demo.mp4`` (+ ``out/demo_strip.png``)."""
-    from puppeteer.audio import features as F
+    from reenact.audio import features as F
     from puppeteer.audio.motion import MotionOptions
     from puppeteer.audio.speak import SpeechModel, load_speech, speech_track
     from puppeteer.drive import Compositor

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from puppeteer.audio import features as F
+from reenact.audio import features as F
 from puppeteer.audio.data import ANIMATED, canonicalize
 from reenact.geometry import fit_similarity
 from reenact.metrics.landmarks import detect_blinks, eye_aspect_ratio
@@ -123,7 +123,7 @@ def test_speech_model_moves_the_mouth_with_speech_and_rests_in_silence(speech):
 
 
 def test_av_sync_finds_offset_zero_and_a_known_shift(sync_track):
-    from puppeteer.audio.sync_expert import LipSyncExpert
+    from reenact.models.lipsync import LipSyncExpert
 
     points, audio, fps = sync_track
     expert = LipSyncExpert.load()

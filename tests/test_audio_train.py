@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from puppeteer.audio import features as F
+from reenact.audio import features as F
 from puppeteer.audio.data import Batcher, load_clips, mirror, read_features, write_features
 
 REPO = Path(__file__).resolve().parents[1]

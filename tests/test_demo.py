@@ -200,7 +200,7 @@ def test_demo_writes_a_playable_mp4_with_speech_then_silent_motion(random_warp_c
     for name in ("astronaut_landmarks.png", "astronaut_crop.png", "astronaut_drawing.png", "demo_strip.png"):
         assert (tmp_path / name).is_file() and str(tmp_path / name) in lines
     info = io.probe(video)
-    from puppeteer.audio.features import num_video_frames
+    from reenact.audio.features import num_video_frames
     from puppeteer.audio.speak import load_speech
 
     speech_frames = num_video_frames(len(load_speech(text="Hi there.")) + 4800, 25.0)  # + 0.3 s of silence

@@ -29,19 +29,6 @@ KNOWN: dict[tuple[str, str], str] = {
     # through reenact.api, which imports finetune.avatar: a cycle. Goes with one "personalise, then drive" entry
     # point in the front door (issue: puppeteer.animate).
     ("finetune.avatar", "puppeteer.drive"): "Avatar.drive reaches into the driving stage",
-    # The metrics' speech protocol and AV-sync metric use the speech stage's lip-sync expert, canonical frame and
-    # pipeline; go when the lip-sync network moves to reenact/models/ and the speech protocol takes its renderer
-    # as an argument (metrics as a package of its own).
-    ("reenact.metrics.evaluate", "puppeteer.audio.data"): "metrics use the speech stage's has_speech",
-    ("reenact.metrics.speech", "puppeteer.audio.data"): "metrics use the speech stage's canonical frame",
-    ("reenact.metrics.speech", "puppeteer.audio.motion"): "the speech protocol renders with the speech stage",
-    ("reenact.metrics.speech", "puppeteer.audio.speak"): "the speech protocol renders with the speech stage",
-    ("reenact.metrics.sync", "puppeteer.audio.sync_expert"): "the lip-sync expert lives in the speech stage",
-    # The metrics harness (evaluate) calls its protocols and caches, which take helpers back from it; goes when
-    # the harness's shared pieces (clip pool, frame selection, renderers) are a module of their own.
-    ("reenact.metrics.render_cache", "reenact.metrics.evaluate"): "protocol modules import the harness back",
-    ("reenact.metrics.speech", "reenact.metrics.evaluate"): "protocol modules import the harness back",
-    ("reenact.metrics.userpath", "reenact.metrics.evaluate"): "protocol modules import the harness back",
 }
 
 

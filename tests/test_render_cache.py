@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reenact.metrics.render_cache import CachedRenderer
+from reenact.metrics.harness import CachedRenderer
 
 
 class Counting:
@@ -37,7 +37,7 @@ def test_checkpoint_tag_survives_first_load(tiny_checkpoint, tmp_path):
     from reenact.checkpoint import HASH_KEY
     from reenact.models.base_model import BaseModel
     from reenact.checkpoint import resolve_checkpoint
-    from reenact.metrics.render_cache import checkpoint_tag
+    from reenact.metrics.harness import checkpoint_tag
 
     ck = tmp_path / "ck"
     shutil.copytree(resolve_checkpoint(tiny_checkpoint), ck)

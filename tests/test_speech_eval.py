@@ -55,7 +55,7 @@ def test_speech_protocol_reports_mouth_sync_and_blinks(speech_run):
 def test_real_speech_is_in_sync_and_shuffled_speech_is_not(data_dir):
     """The protocol's per-clip metrics on a real 7 s held-out clip: its own audio gives offset ~0 and a higher
     confidence than another person's speech; the speech-driven track is in sync with the audio that drove it."""
-    from puppeteer.audio.speak import SpeechModel
+    from puppeteer.audio.speak import speech_tracker
     from reenact.landmarks import create_detector
     from reenact.landmarks.track import track_frames
     from reenact.metrics.speech import clip_metrics, clip_tracks
@@ -68,7 +68,7 @@ def test_real_speech_is_in_sync_and_shuffled_speech_is_not(data_dir):
     points = track.fill_missing().smooth().points
     audio = io.read_audio(path, 16000)
     other = io.read_audio(data_dir / "audio" / "mt_eng.wav", 16000)[5 * 16000:]  # another person, speaking
-    tracks, n = clip_tracks(points, valid, int(np.flatnonzero(valid)[0]), audio, other, fps, SpeechModel.load(), 0)
+    tracks, n = clip_tracks(points, valid, int(np.flatnonzero(valid)[0]), audio, other, fps, speech_tracker(), 0)
     m = clip_metrics(tracks, valid[:n], audio, other, fps, load_expert("default"))
     assert abs(m["real"]["av_offset"]) <= 1 and abs(m["generated"]["av_offset"]) <= 1
     assert m["real"]["av_conf"] > m["real_shuffled"]["av_conf"] + 0.02
@@ -77,8 +77,10 @@ def test_real_speech_is_in_sync_and_shuffled_speech_is_not(data_dir):
 
 def test_speech_protocol_is_deterministic(prepared_dir, tmp_path):
     opts = EvalOptions(protocol="speech", split="all", clips=1, seed=4, progress=False, grid_rows=1)
-    a = run_eval(prepared_dir, tmp_path / "a", opts).results
-    b = run_eval(prepared_dir, tmp_path / "b", opts).results
+    a = run_eval(prepared_dir, tmp_path / "a", opts).results  # the speech renderer named by speech.DEFAULT_TRACKER
+    from puppeteer.audio.speak import speech_tracker
+
+    b = run_eval(prepared_dir, tmp_path / "b", opts, speech_tracker=speech_tracker()).results  # given explicitly
     assert a["results"] == b["results"] and a["clips"] == b["clips"]
     # one clip: the shuffled audio is its own speech half a clip away
     assert np.isfinite(a["results"]["real_shuffled"]["av_conf"])

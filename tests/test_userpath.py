@@ -11,7 +11,8 @@ from reenact import io
 from reenact.cli import main
 from reenact.data.dataset import PreparedDataset
 from reenact.metrics import userpath
-from reenact.metrics.evaluate import PSNR_CAP, EvalOptions, run_eval
+from reenact.metrics.evaluate import EvalOptions, run_eval
+from reenact.metrics.harness import PSNR_CAP
 
 
 @pytest.fixture(scope="module")

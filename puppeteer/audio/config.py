@@ -1,5 +1,7 @@
 """Configuration of the speech models (omegaconf structured config) and their checkpoints.
 
+The lip-sync expert's sizes (:class:`~reenact.models.lipsync.SyncModelConfig`) and checkpoint reading
+(:func:`~reenact.models.lipsync.open_audio_checkpoint`) are the core's, which scores AV sync without this stage.
 The audio checkpoints use the project format (:mod:`reenact.checkpoint`: safetensors + meta.json + config.yaml).
 ``config.yaml`` there is the image model's ``Config`` schema, which has no place for these settings, so the
 :class:`AudioConfig` is stored in ``meta.json`` under ``"audio_config"`` (and ``"kind"`` says which network).
@@ -13,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from reenact.errors import CheckpointError
+from reenact.models.lipsync import SyncModelConfig, build_syncnet, open_audio_checkpoint
 
 
 @dataclass
@@ -26,17 +28,6 @@ class A2LModelConfig:
     layers: int = 2
     dropout: float = 0.3
     temporal: str = "conv"  # "conv": +-0.24 s of context per frame; "gru": bidirectional GRU over the sequence
-
-
-@dataclass
-class SyncModelConfig:
-    """Lip-sync expert sizes (:class:`puppeteer.audio.sync_expert.SyncNet`)."""
-
-    channels: int = 96
-    dim: int = 64
-    hidden: int = 256
-    dropout: float = 0.1
-    visual_input: str = "shape"  # "shape": 13 mouth-shape measures per frame; "points": the 40 coordinates
 
 
 @dataclass
@@ -88,15 +79,14 @@ def audio_config(overrides: list[str] | None = None, base: dict | None = None) -
 
 def build(kind: str, cfg: AudioConfig):
     """A fresh network of ``kind`` ("a2l" or "sync") for ``cfg``."""
-    from puppeteer.audio.model import AudioToLandmarks, SyncNet
+    from puppeteer.audio.model import AudioToLandmarks
 
     if kind == "a2l":
         m = cfg.a2l
         return AudioToLandmarks(channels=m.channels, dim=m.dim, hidden=m.hidden, layers=m.layers, dropout=m.dropout,
                                 temporal=m.temporal)
     if kind == "sync":
-        m = cfg.sync
-        return SyncNet(channels=m.channels, dim=m.dim, hidden=m.hidden, dropout=m.dropout, visual_input=m.visual_input)
+        return build_syncnet(cfg.sync)
     raise ValueError(f"unknown audio network kind {kind!r} (expected 'a2l' or 'sync')")
 
 
@@ -115,16 +105,7 @@ def save_audio_checkpoint(path: str | os.PathLike, kind: str, net, cfg: AudioCon
 
 def load_audio_checkpoint(path: str | os.PathLike, kind: str):
     """(network in eval mode, AudioConfig, meta) from a checkpoint written by :func:`save_audio_checkpoint`."""
-    from reenact.checkpoint import load_checkpoint
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such audio checkpoint"
-                              + (" (the shipped weights are missing from this install)" if "weights" in path.parts
-                                 else ""))
-    ck = load_checkpoint(path, train_state=False)
-    if ck.meta.get("kind") != kind:
-        raise CheckpointError(f"{ck.path}: holds a {ck.meta.get('kind')!r} network, expected {kind!r}")
+    ck = open_audio_checkpoint(path, kind)
     cfg = audio_config(base=ck.meta.get("audio_config"))
     net = build(kind, cfg)
     ck.load_into({kind: net})

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reenact.audio import features as F
 from reenact.errors import InputError
+from reenact.options import OutputOptions
+from reenact.landmarks.canonical import canonicalize
 
-from puppeteer.audio import features as F
-from puppeteer.audio.data import ANIMATED, JAW, canonicalize
+from puppeteer.audio.data import ANIMATED, JAW
 from puppeteer.audio.motion import MotionOptions, add_natural_motion
 from puppeteer.render_loop import render_video
 
@@ -113,6 +115,19 @@ def speech_track(points: np.ndarray, audio: np.ndarray, fps: float = 25.0, sampl
     return add_natural_motion(out, fps, a16, F.SAMPLE_RATE, motion or MotionOptions())
 
 
+def speech_tracker(model: str | os.PathLike | SpeechModel | None = None):
+    """The speech protocol's track renderer (:data:`reenact.metrics.speech.SpeechTracker`): ``track(portrait,
+    audio, fps, sample_rate, seed)`` is :func:`speech_track` with the audio-to-landmark ``model`` (a checkpoint,
+    a loaded model, or None: the shipped one), loaded once, and natural motion seeded by ``seed``, exactly as
+    ``reenact speak`` draws it."""
+    m = model if isinstance(model, SpeechModel) else SpeechModel.load(model)
+
+    def track(portrait: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int, seed: int) -> np.ndarray:
+        return speech_track(portrait, audio, fps, sample_rate, model=m, motion=MotionOptions(seed=seed))
+
+    return track
+
+
 def lipsync_track(points: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int = F.SAMPLE_RATE,
                   model: SpeechModel | None = None, valid: np.ndarray | None = None,
                   mouth_gain: float = 1.0) -> np.ndarray:
@@ -177,22 +192,23 @@ def load_speech(audio: str | os.PathLike | None = None, text: str | None = None,
     return samples
 
 
-def check_speech_options(*, rate: int = 150, steps: int = 0, crf: int = 18, mouth_gain: float = 1.0) -> None:
+def check_speech_options(*, rate: int = 150, steps: int | None = None, crf: int = OutputOptions.crf,
+                         mouth_gain: float = 1.0) -> None:
     """Refuse bad options of :func:`speak` / :func:`lipsync` before any work (InputError naming the option)."""
     from reenact import validate
 
     validate.between(rate, *validate.SPEECH_RATE, "rate", " words per minute")
-    validate.at_least(steps, 0, "steps")
+    validate.optional_at_least(steps, 0, "steps")
     validate.crf(crf)
     validate.at_least(mouth_gain, 0, "mouth_gain")
 
 
 def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *,
           audio: str | os.PathLike | None = None, text: str | None = None, voice: str = "en", rate: int = 150,
-          checkpoint: str | os.PathLike | None = None, avatar=None, steps: int = 100, device: str = "auto",
-          fps: float = 25.0, motion: MotionOptions | None = None, mouth_gain: float = 1.0,
+          checkpoint: str | os.PathLike | None = None, avatar=None, steps: int | None = None,
+          device: str = "auto", fps: float = 25.0, motion: MotionOptions | None = None, mouth_gain: float = 1.0,
           speech_model: str | os.PathLike | None = None, crop: bool = False, landmarks=None, seed: int = 0,
-          crf: int = 18, progress: bool = True) -> SpeakResult:
+          crf: int = OutputOptions.crf, progress: bool = True) -> SpeakResult:
     """A talking-head video of the person in ``portrait`` saying ``audio`` (a file) or ``text`` (eSpeak NG).
 
     Personalises ``checkpoint`` (default: the bundled model) to the portrait (``steps`` fine-tuning steps; or pass
@@ -297,9 +313,10 @@ def _frames_at(video: Path, indices: np.ndarray) -> list[np.ndarray]:
 
 def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str | os.PathLike | None = None,
             text: str | None = None, voice: str = "en", rate: int = 150,
-            checkpoint: str | os.PathLike | None = None, steps: int = 100, shots: int = 1, device: str = "auto",
-            mouth_gain: float = 1.0, speech_model: str | os.PathLike | None = None, detector=None,
-            max_seconds: float = 120.0, seed: int = 0, crf: int = 18, progress: bool = True) -> SpeakResult:
+            checkpoint: str | os.PathLike | None = None, steps: int | None = None, shots: int = 1,
+            device: str = "auto", mouth_gain: float = 1.0, speech_model: str | os.PathLike | None = None,
+            detector=None, max_seconds: float = 120.0, seed: int = 0, crf: int = OutputOptions.crf,
+            progress: bool = True) -> SpeakResult:
     """Re-voice ``video``: its face says the new ``audio`` (or ``text``). The mouth and jaw come from the speech,
     everything else from the video's own landmarks. A model is personalised on ``shots`` frames of the video;
     each output frame is rendered in that frame's own crop and pasted back into it. The output lasts as long as

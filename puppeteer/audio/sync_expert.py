@@ -1,34 +1,20 @@
-"""A lip-sync expert on landmarks (SyncNet-like, Chung & Zisserman 2016) and the AV-sync metric built on it.
+"""Training the landmark lip-sync expert: its contrastive loss, and the Wav2Lip-style expert loss it gives the
+audio-to-landmark model (Prajwal et al. 2020).
 
-Two encoders map (a) 0.2 s of normalised log-mel centred on a video frame and (b) the mouth landmarks of the 5
-frames around it (displacements from the clip's neutral shape in the canonical frame, :mod:`puppeteer.audio.data`)
-to unit vectors; in-sync pairs lie close, off-sync ones far. The expert serves
-
-- as a loss for the audio-to-landmark model (:func:`sync_loss`, Wav2Lip-style: Prajwal et al. 2020), and
-- as a metric (:meth:`LipSyncExpert.av_sync`): mean embedding distance per audio offset over -15..15 frames;
-  the AV offset is the argmin, the confidence the median minus the minimum distance (Chung & Zisserman).
-
-The expert works at 25 fps (what it was trained on): other frame rates are resampled to 25 fps and the offset
-is given back in frames of the input rate. A positive offset means the audio comes late (the mouth at frame t
-matches the sound at frame t + offset).
+The network (:class:`~reenact.models.lipsync.SyncNet`) and the scorer built on it
+(:class:`~reenact.models.lipsync.LipSyncExpert`: AV offset and confidence, the metric of ``reenact eval``) live in
+the core, :mod:`reenact.models.lipsync`, so the metrics need no stage; this module trains the network.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as Fn
 
-from reenact.errors import NoFaceError
-from reenact.landmarks.parts import MOUTH
-
-from puppeteer.audio import features as F
-from puppeteer.audio.model import FRAMES, SyncNet  # the network; this module trains it and scores with it
-
-EXPERT_FPS = 25.0
-DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "sync"
+from reenact.audio import features as F
+from reenact.models.lipsync import FRAMES, LipSyncExpert, SyncNet
 
 
 # ------------------------------------------------------------------------------------------- training loss
@@ -78,103 +64,6 @@ def sync_loss(net: SyncNet, mel: torch.Tensor, mouth: torch.Tensor) -> torch.Ten
 
 
 # ------------------------------------------------------------------------------------------- the metric
-
-def resample_track(x: np.ndarray, fps: float, target: float = EXPERT_FPS) -> np.ndarray:
-    """Linear resampling of a per-frame array ``(T, ...)`` from ``fps`` to ``target`` frames per second."""
-    x = np.asarray(x, np.float32)
-    if abs(fps - target) < 1e-6:
-        return x
-    n = max(1, int(round(len(x) * target / fps)))
-    src = np.arange(n) * fps / target
-    i0 = np.clip(np.floor(src).astype(int), 0, len(x) - 1)
-    i1 = np.clip(i0 + 1, 0, len(x) - 1)
-    w = (src - i0).reshape((-1,) + (1,) * (x.ndim - 1))
-    return ((1 - w) * x[i0] + w * x[i1]).astype(np.float32)
-
-
-class LipSyncExpert:
-    """A trained :class:`SyncNet` ready to score clips. Build with :meth:`load` (a checkpoint directory; by
-    default the weights shipped in ``puppeteer/audio/weights/sync``)."""
-
-    def __init__(self, net: SyncNet, window: int = 20, device: str | torch.device = "cpu"):
-        self.net = net.eval().to(device)
-        self.window = window
-        self.device = torch.device(device)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> "LipSyncExpert":
-        from puppeteer.audio.config import load_audio_checkpoint
-
-        net, cfg, _ = load_audio_checkpoint(path or DEFAULT_WEIGHTS, "sync")
-        return cls(net, cfg.window, device)
-
-    @torch.no_grad()
-    def distances(self, landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
-                  sample_rate: int = F.SAMPLE_RATE, max_offset: int = 15, valid: np.ndarray | None = None,
-                  mel: torch.Tensor | None = None) -> np.ndarray:
-        """Mean embedding distance for each audio offset ``-max_offset..max_offset`` (frames at 25 fps),
-        ``(2 max_offset + 1,)``. landmarks ``(T, 68, 2)`` pixels (any consistent frame), audio mono at
-        ``sample_rate`` aligned to frame 0, or instead its normalised features ``mel`` (``features.features``)."""
-        from puppeteer.audio.data import canonicalize
-
-        pts = np.asarray(landmarks, np.float32)
-        if pts.ndim != 3 or pts.shape[1:] != (68, 2):
-            raise ValueError(f"landmarks must be (T, 68, 2), got {pts.shape}")
-        mouth = canonicalize(pts, valid).displacement[:, MOUTH]
-        mouth = resample_track(mouth, fps)
-        t = len(mouth)
-        if t < FRAMES:
-            raise ValueError(f"need at least {FRAMES} frames at 25 fps for AV sync, got {t}")
-        if mel is None:
-            mel = F.features(audio, sample_rate)
-        win = F.frame_windows(mel, t + 2 * max_offset, EXPERT_FPS, self.window, offset=-max_offset)
-        a = torch.cat([self.net.embed_audio(c.to(self.device)) for c in win.split(512)])  # frame k - max_offset
-        seq = torch.from_numpy(np.ascontiguousarray(mouth)).unfold(0, FRAMES, 1).permute(0, 3, 1, 2)
-        v = torch.cat([self.net.embed_mouth(c.to(self.device)) for c in seq.split(512)])  # centre j + 2
-        centres = np.arange(len(v)) + FRAMES // 2
-        # Every offset is scored on the same frames (the middle of the clip when it is long enough) so the
-        # distances compare like with like; short clips use all frames, with silence past the audio's ends.
-        keep = (centres >= max_offset) & (centres < t - max_offset)
-        if keep.sum() < 10:
-            keep[:] = True
-        vi = torch.from_numpy(np.nonzero(keep)[0])
-        out = []
-        for o in range(-max_offset, max_offset + 1):
-            ai = torch.from_numpy(centres[keep] + o + max_offset)
-            out.append((v[vi] - a[ai]).norm(dim=-1).mean().item())
-        return np.asarray(out, np.float64)
-
-    def av_sync(self, landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
-                sample_rate: int = F.SAMPLE_RATE, max_offset: int = 15, valid: np.ndarray | None = None,
-                mel: torch.Tensor | None = None) -> dict:
-        """``{"status": "ok", "offset", "confidence", "min_dist", "median_dist"}``: offset in frames at ``fps``
-        (positive: audio late), confidence = median - min of the per-offset mean distances. ``mel``: see
-        :meth:`distances`."""
-        d = self.distances(landmarks, audio, fps, sample_rate, max_offset, valid, mel)
-        k = int(np.argmin(d))
-        offset = (k - max_offset) * fps / EXPERT_FPS
-        return {"status": "ok", "offset": float(offset), "confidence": float(np.median(d) - d[k]),
-                "min_dist": float(d[k]), "median_dist": float(np.median(d))}
-
-    def offset_confidence(self, frames: np.ndarray, audio: np.ndarray, fps: float,
-                          sample_rate: int) -> tuple[float, float]:
-        """The :class:`reenact.metrics.sync.SyncExpert` protocol on RGB frames: landmarks by dlib first."""
-        from reenact.landmarks import create_detector
-
-        det = create_detector("dlib")
-        pts, ok = [], []
-        for f in frames:
-            faces = det.detect(np.ascontiguousarray(f))
-            if faces:
-                pts.append(max(faces, key=lambda x: x.area).points)
-                ok.append(True)
-            else:
-                pts.append(pts[-1] if pts else np.zeros((68, 2), np.float32))
-                ok.append(False)
-        if not any(ok):
-            raise NoFaceError("<AV-sync frames>")
-        r = self.av_sync(np.stack(pts), audio, fps, sample_rate, valid=np.asarray(ok))
-        return r["offset"], r["confidence"]
 
 
 def av_sync(landmarks: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int = F.SAMPLE_RATE,

@@ -30,14 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from puppeteer.audio import features as F
 from puppeteer.audio.config import AudioConfig, audio_config, build, load_audio_checkpoint, save_audio_checkpoint
 from puppeteer.audio.data import ANIMATED, JAW, MOUTH_IN_ANIMATED, Batcher, Clip, load_clips, write_features
-from puppeteer.audio.model import FRAMES, AudioToLandmarks, SyncNet
-from puppeteer.audio.sync_expert import LipSyncExpert, contrastive_loss, sync_loss
+from puppeteer.audio.model import AudioToLandmarks
+from puppeteer.audio.sync_expert import contrastive_loss, sync_loss
+from reenact.audio import features as F
 from reenact.checkpoint import atomic_write_text
 from reenact.device import resolve_device
 from reenact.landmarks.parts import MOUTH
+from reenact.models.lipsync import FRAMES, LipSyncExpert, SyncNet
 
 SYNC_VAL_WINDOWS = 256  # held-out windows (fixed, unaugmented) that score the expert at each validation
 

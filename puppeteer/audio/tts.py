@@ -139,7 +139,7 @@ def synthesize(text: str, voice: str = "en", rate: int = 150, pitch: int = 50,
         pcm, sr = _synth_binary(_binary(), text, voice, rate, pitch)
     audio = pcm.astype(np.float32) / 32768.0
     if sample_rate is not None and sample_rate != sr:
-        from puppeteer.audio.features import resample
+        from reenact.audio.features import resample
 
         audio, sr = resample(audio, sr, sample_rate), sample_rate
     return audio, sr

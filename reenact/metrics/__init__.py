@@ -9,8 +9,17 @@
   blinks;
 - ``fid``: Frechet distance and an Inception-v3 feature network (only with a local weights file);
 - ``sync``: audio-visual sync offset and confidence from the shipped landmark lip-sync expert;
-- ``evaluate``: the self / cross reenactment protocols behind ``reenact eval``;
-- ``userpath``: the user-path protocol (full-resolution photos, pasted-back frames) and its method registry.
+- ``registry``: the per-image metrics by name (``"psnr"``, ``"mouth_interior_psnr"``, ``"acd"``, ...), one call
+  shape for protocols, training validation and scripts;
+- ``harness``: what every protocol of ``reenact eval`` builds on: clip pool, frame selection, the crop methods'
+  renderers and the render cache, the shared per-target metrics, run setup and report writing;
+- ``evaluate``: the self / cross reenactment protocols and the dispatcher of all protocols (``run_eval``);
+- ``speech``: the speech protocol (its speech-driven renderer comes in as an argument: no stage is imported);
+- ``userpath``: the user-path protocol (full-resolution photos, pasted-back frames) and its method registry;
+- ``render_cache``: ``python -m reenact.metrics.render_cache`` fills a render cache on another machine.
+
+The package is core: it imports no stage (``meta_learning``, ``finetune``, ``puppeteer``); the lip-sync expert is
+:mod:`reenact.models.lipsync`.
 """
 from reenact.metrics.landmarks import eye_aspect_ratio, head_pose, inter_ocular, lmd, pose_error
 from reenact.metrics.psnr_ssim import psnr, ssim

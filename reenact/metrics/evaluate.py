@@ -1,6 +1,7 @@
 """The evaluation protocols behind ``reenact eval``: self- and cross-reenactment on a prepared dataset (the speech
 protocol lives in :mod:`reenact.metrics.speech`, the user path, pasted-back full frames, in
-:mod:`reenact.metrics.userpath`).
+:mod:`reenact.metrics.userpath`; what all protocols share, clip pool, frame selection, renderers and report
+writing, in :mod:`reenact.metrics.harness`). :func:`run_eval` is the dispatcher of all four protocols.
 
 Self-reenactment (Zakharov et al. 2019, section 4): on held-out clips, a method sees K source frames taken from
 the start of a clip (spread over its first third) and renders the later frames (``frames_per_clip`` targets,
@@ -39,37 +40,25 @@ real or driver | each method, at full resolution). Runs are deterministic for a 
 """
 from __future__ import annotations
 
-import json
-import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Protocol, Sequence
+from typing import Literal
 
 import numpy as np
 
 from reenact.errors import InputError
 from reenact.geometry import fit_similarity, transform
 from reenact.landmarks.parts import MOUTH
+from reenact.metrics.harness import (RIGID, SELF_METRICS, TITLES, CachedRenderer, EvalReport, clip_pool, finite_mean,
+                                     fmt, grid_image, make_renderer, method_tag, nearest_source, select_frames,
+                                     self_metrics, start_run, stored_points, write_results)
+# the crop methods' renderers, for the scripts that use them from here (benchmarks/)
+from reenact.metrics.harness import ModelRenderer, StaticRenderer, WarpRenderer  # noqa: F401
 
 Protocol_ = Literal["self", "cross", "speech", "user"]
 METHODS = ("static", "warp", "model")  # of the crop protocols; the user protocol's: ``userpath.METHODS``
-# Rigid points for alignment: the nose (bridge and base) and the four eye corners barely move with expression.
-RIGID = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
-# PSNR of identical images is infinite; averages cap it here so one perfect frame does not swamp a mean.
-PSNR_CAP = 100.0
 
-SELF_METRICS = ("ssim", "psnr", "mouth_ssim", "mouth_psnr", "eyes_ssim", "eyes_psnr", "lmd", "lmd_mouth", "acd",
-                "csim", "sface_sim", "pose_err", "ear_err", "lapvar_ratio", "cpbd")
 CROSS_METRICS = ("acd", "csim", "sface_sim", "acd_driver", "lmd_mouth", "pose_err", "cpbd")
-# Column titles of results.md: (key, title, format)
-_TITLES = {"ssim": ("SSIM", "{:.3f}"), "psnr": ("PSNR", "{:.2f}"), "mouth_ssim": ("mouth SSIM", "{:.3f}"),
-           "mouth_psnr": ("mouth PSNR", "{:.2f}"), "eyes_ssim": ("eyes SSIM", "{:.3f}"),
-           "eyes_psnr": ("eyes PSNR", "{:.2f}"), "lmd": ("LMD", "{:.4f}"), "lmd_mouth": ("mouth LMD", "{:.4f}"),
-           "acd": ("ACD", "{:.3f}"), "csim": ("CSIM", "{:.4f}"), "acd_driver": ("ACD to driver", "{:.3f}"),
-           "sface_sim": ("SFace cos (same > 0.363)", "{:.3f}"),
-           "pose_err": ("pose err (deg)", "{:.2f}"), "ear_err": ("EAR err", "{:.4f}"),
-           "lapvar_ratio": ("sharpness ratio", "{:.3f}"), "cpbd": ("CPBD", "{:.3f}")}
 
 
 @dataclass
@@ -147,117 +136,7 @@ class EvalOptions:
             raise InputError("eval options", f"clips must be >= 1, got {self.clips}")
 
 
-# ------------------------------------------------------------------------------------------------ methods
-
-class Renderer(Protocol):
-    """A reenactment method: K source crops (K, S, S, 3) uint8 with their landmarks (K, 68, 2) in crop pixels,
-    and N target landmarks (N, 68, 2) -> N rendered crops (N, S, S, 3) uint8."""
-
-    def render(self, src_images: np.ndarray, src_points: np.ndarray, tgt_points: np.ndarray) -> np.ndarray: ...
-
-
-def nearest_source(src_points: np.ndarray, tgt_points: np.ndarray) -> np.ndarray:
-    """(N,) index of the source whose landmarks are closest (mean point distance) to each target's."""
-    d = np.linalg.norm(np.asarray(tgt_points)[:, None] - np.asarray(src_points)[None], axis=-1).mean(-1)
-    return d.argmin(1)
-
-
-class StaticRenderer:
-    """The nearest source frame, unchanged."""
-
-    def render(self, src_images, src_points, tgt_points):
-        return np.ascontiguousarray(src_images[nearest_source(src_points, tgt_points)])
-
-
-class WarpRenderer:
-    """The nearest source frame warped onto the target landmarks (``reenact.warp.warp_images``)."""
-
-    def __init__(self, kind: str = "pa", device: str = "cpu", batch_size: int = 16):
-        self.kind, self.device, self.batch_size = kind, device, batch_size
-
-    def render(self, src_images, src_points, tgt_points):
-        from reenact.warp import warp_images
-
-        k = nearest_source(src_points, tgt_points)
-        return warp_images(src_images[k], src_points[k], tgt_points, self.kind, self.device, self.batch_size)
-
-
-class ModelRenderer:
-    """A meta-learned model through the public API: ``Reenactor.load(checkpoint, device)``, then per clip
-    ``personalize(source crops, steps=ft_steps, landmarks=source points)`` and ``render_batch(targets)``.
-
-    Prepared crops of the model's size are given with ``cropped=True``, used as they are (the frame the model was
-    trained in, the same pixels the warp reference gets): cropping them again is a near-identity resampling that
-    blurs the sources, a handicap the warp does not have. Crops of another size are cropped by the API like any
-    photo, and outputs are resized back.
-    """
-
-    def __init__(self, checkpoint: str, device: str = "cpu", ft_steps: int = 0, seed: int = 0,
-                 batch_size: int = 16, ft_train: str = "all", ft_lr_psi: float | None = None,
-                 ft_warp_trust: float = 0.0):
-        from reenact.api import Reenactor
-
-        self.reenactor = Reenactor.load(checkpoint, device)
-        self.ft_steps, self.seed, self.batch_size = int(ft_steps), int(seed), batch_size
-        self.ft_train, self.ft_lr_psi, self.ft_warp_trust = ft_train, ft_lr_psi, float(ft_warp_trust)
-        self._last: tuple[str, object] | None = None  # (sources' hash, avatar) of the latest personalisation
-
-    def render(self, src_images, src_points, tgt_points):
-        import hashlib
-
-        import cv2
-        import torch
-
-        # The same sources again (the AV-sync segment after a clip's targets) reuse the avatar: personalisation is
-        # seeded, so a second one would give the same avatar at the cost of another fine-tuning.
-        h = hashlib.sha1(np.ascontiguousarray(src_images).tobytes())
-        h.update(np.ascontiguousarray(src_points, np.float32).tobytes())
-        if self._last is not None and self._last[0] == h.hexdigest():
-            avatar = self._last[1]
-        else:
-            torch.manual_seed(self.seed)
-            as_is = src_images.shape[1] == self.reenactor.resolution  # see the class docstring
-            avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
-                                                progress=False, seed=self.seed, train=self.ft_train,
-                                                lr_psi=self.ft_lr_psi, warp_trust=self.ft_warp_trust,
-                                                cropped=as_is)
-            self._last = (h.hexdigest(), avatar)
-        S, R = src_images.shape[1], avatar.resolution
-        out = avatar.render_batch(np.asarray(tgt_points, np.float32) * (R / S), batch_size=self.batch_size)
-        if R != S:
-            interp = cv2.INTER_AREA if R > S else cv2.INTER_CUBIC
-            out = np.stack([cv2.resize(o, (S, S), interpolation=interp) for o in out])
-        return out
-
-
-def make_renderer(method: str, opts: EvalOptions) -> Renderer:
-    if method == "static":
-        return StaticRenderer()
-    if method == "warp":
-        return WarpRenderer(opts.warp_kind, opts.device, opts.batch_size)
-    if method == "model":
-        return ModelRenderer(opts.checkpoint, opts.device, opts.ft_steps, opts.seed, opts.batch_size,
-                             opts.ft_train, opts.ft_lr_psi, opts.ft_warp_trust)
-    raise ValueError(f"unknown method {method!r}")
-
-
 # ------------------------------------------------------------------------------------------------ sampling
-
-def select_frames(valid: np.ndarray, k: int, m: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """Source and target indices among a clip's stored frames (``valid``: (N,) landmarks detected there).
-
-    Sources: ``k`` frames evenly spread over the first third; targets: ``m`` frames evenly spaced over the rest.
-    Only frames with detected (not interpolated) landmarks are used. Sources are None when the first third has
-    fewer than ``k`` such frames.
-    """
-    n = len(valid)
-    third = max(1, n // 3)
-    head = np.flatnonzero(valid[:third])
-    tail = third + np.flatnonzero(valid[third:])
-    src = head[np.round(np.linspace(0, len(head) - 1, k)).astype(int)] if len(head) >= k else None
-    tgt = np.unique(tail[np.round(np.linspace(0, len(tail) - 1, m)).astype(int)]) if len(tail) else tail
-    return src, tgt
-
 
 def retarget(driver_points: np.ndarray, source_points: np.ndarray) -> np.ndarray:
     """Naive retargeting: the driver's landmarks (N, 68, 2) moved by the similarity that aligns the driver's
@@ -267,44 +146,6 @@ def retarget(driver_points: np.ndarray, source_points: np.ndarray) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------ metrics
-
-def self_metrics(fake: np.ndarray, real: np.ndarray, tgt_points: np.ndarray, real_faces: list, analyzer,
-                 sface=None) -> dict:
-    """Per-target metrics of one batch of self-reenactment outputs (see the module docstring); values are
-    (N,) arrays, NaN where a face was not found (``sface_sim``: where ``sface``, an
-    :class:`~reenact.metrics.identity.SFaceScorer`, is None). Also ``face_found`` (N,) bool."""
-    from reenact.metrics.identity import acd, csim
-    from reenact.metrics.landmarks import eye_aspect_ratio, head_pose, lmd, pose_error
-    from reenact.metrics.psnr_ssim import psnr, ssim
-    from reenact.metrics.regions import region_metrics
-    from reenact.metrics.sharpness import sharpness
-
-    n, h, w = fake.shape[:3]
-    out = {"ssim": ssim(fake, real), "psnr": np.minimum(psnr(fake, real), PSNR_CAP)}
-    reg = region_metrics(fake, real, tgt_points)
-    reg["mouth_psnr"] = np.minimum(reg["mouth_psnr"], PSNR_CAP)
-    reg["eyes_psnr"] = np.minimum(reg["eyes_psnr"], PSNR_CAP)
-    out.update(reg)
-    sh = sharpness(fake, real, tgt_points, real_cpbd=False)  # the real frames' CPBD is measured once per clip
-    out["lapvar_ratio"], out["cpbd"] = sh["lapvar_ratio"], sh["cpbd"]
-    out["sface_sim"] = np.full(n, np.nan) if sface is None else sface.similarity(fake, real, tgt_points)
-    for k in ("acd", "csim", "lmd", "lmd_mouth", "pose_err", "ear_err"):
-        out[k] = np.full(n, np.nan)
-    found = np.zeros(n, bool)
-    for i in range(n):
-        f, r = analyzer.analyze(fake[i]), real_faces[i]
-        found[i] = f is not None
-        if f is None or r is None:
-            continue
-        out["acd"][i] = acd(f.descriptor, r.descriptor)
-        out["csim"][i] = csim(f.descriptor, r.descriptor)
-        out["lmd"][i] = lmd(f.points, r.points)
-        out["lmd_mouth"][i] = lmd(f.points, r.points, MOUTH)
-        out["pose_err"][i] = pose_error(head_pose(f.points, (h, w)), head_pose(r.points, (h, w)))
-        out["ear_err"][i] = abs(eye_aspect_ratio(f.points) - eye_aspect_ratio(r.points))
-    out["face_found"] = found
-    return out
-
 
 def cross_metrics(fake: np.ndarray, tgt_points: np.ndarray, source_desc: np.ndarray,
                   driver_descs: list, analyzer, sface=None, source_embedding: np.ndarray | None = None) -> dict:
@@ -339,45 +180,17 @@ def cross_metrics(fake: np.ndarray, tgt_points: np.ndarray, source_desc: np.ndar
 
 # ------------------------------------------------------------------------------------------------ running
 
-@dataclass
-class EvalReport:
-    """What :func:`run_eval` returns: the results dict (as in results.json), the output folder, the files
-    written and the wall time."""
-
-    results: dict
-    out_dir: Path
-    files: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
-
-
 def self_targets(ds, opts: EvalOptions, k: int = 1):
     """The self protocol's episodes for analysis scripts: yields ``(clip, frames, points, src, tgt)`` per clip of
     ``opts.split`` (stored crops, their landmarks, and the indices of the ``k`` sources and the targets), skipping
     clips with too few detected frames; the same clips and frames ``run_eval`` scores."""
-    for clip in _clip_pool(ds, opts):
+    for clip in clip_pool(ds, opts):
         frames = ds.frames(clip)
-        pts, valid = _stored_points(ds.meta(clip))
+        pts, valid = stored_points(ds.meta(clip))
         _, tgt = select_frames(valid, 1, opts.frames_per_clip)
         src, _ = select_frames(valid, k, 1)
         if src is not None:
             yield clip, frames, pts, src, tgt
-
-
-def _clip_pool(ds, opts: EvalOptions) -> list[int]:
-    train, val = ds.split(None, opts.val_fraction)
-    pool = {"val": val, "train": train, "all": list(range(len(ds)))}[opts.split]
-    if not pool:
-        raise InputError(ds.root, f"the {opts.split!r} split has no clips",
-                         "use --split all for a small dataset" if opts.split == "val" else None)
-    if opts.clips is not None and opts.clips < len(pool):
-        rng = np.random.default_rng(opts.seed)
-        pool = sorted(rng.choice(pool, size=opts.clips, replace=False).tolist())
-    return pool
-
-
-def _stored_points(meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    ids = meta["frame_ids"]
-    return meta["points"][ids].astype(np.float32), meta["valid"][ids].astype(bool)
 
 
 def _grid_pick(n_total: int, rows: int) -> set[int]:
@@ -386,29 +199,27 @@ def _grid_pick(n_total: int, rows: int) -> set[int]:
     return set(np.round(np.linspace(0, n_total - 1, rows)).astype(int).tolist())
 
 
-def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport:
+def run_eval(data: str | Path, out: str | Path, opts: EvalOptions, speech_tracker=None) -> EvalReport:
     """Evaluate ``opts.methods`` on the prepared dataset ``data``; write results.json, results.md and grid
-    images to ``out``. Returns the results dict and the files written."""
+    images to ``out``. Returns the results dict and the files written. ``speech_tracker``: the speech protocol's
+    track renderer (:data:`reenact.metrics.speech.SpeechTracker`, e.g. from ``puppeteer.audio.speak.speech_tracker``;
+    None: the one :data:`reenact.metrics.speech.DEFAULT_TRACKER` names)."""
     if opts.protocol == "speech":
         from reenact.metrics.speech import run_speech_eval
 
-        return run_speech_eval(data, out, opts)
+        return run_speech_eval(data, out, opts, speech_tracker)
     if opts.protocol == "user":
         from reenact.metrics.userpath import run_user_eval
 
         return run_user_eval(data, out, opts)
     from tqdm.auto import tqdm
 
-    from reenact.data.dataset import PreparedDataset, canonical_identity
-    from reenact.metrics.identity import FaceAnalyzer, sface_scorer
+    from reenact.data.dataset import canonical_identity
     from reenact.metrics.regions import hard_frames, opening_gap
 
-    t0 = time.time()
-    ds = PreparedDataset(data)
-    pool = _clip_pool(ds, opts)
-    renderers = {m: make_renderer(m, opts) for m in opts.methods}
-    analyzer = FaceAnalyzer()
-    sface, sface_status = sface_scorer(opts.device)
+    run = start_run(data, opts, make_renderer)  # this module's make_renderer: scripts may replace it
+    ds, pool, renderers, analyzer = run.ds, run.pool, run.methods, run.analyzer
+    sface, sface_status = run.sface, run.sface_status
     fid_model = None
     if opts.fid_weights:
         from reenact.metrics.fid import load_inception
@@ -448,7 +259,7 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
 
     for clip in tqdm(pool, desc=f"eval {opts.protocol}", unit="clip", disable=not opts.progress):
         frames = ds.frames(clip)
-        pts, valid = _stored_points(ds.meta(clip))
+        pts, valid = stored_points(ds.meta(clip))
         if opts.protocol == "self":
             _, tgt = select_frames(valid, 1, opts.frames_per_clip)
             shown = frames[tgt]
@@ -470,7 +281,7 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
         else:
             d = drivers[clip]
             dframes = ds.frames(d)
-            dpts, dvalid = _stored_points(ds.meta(d))
+            dpts, dvalid = stored_points(ds.meta(d))
             # the driver's motion over its whole clip: evenly spaced frames with detected landmarks
             dtgt = np.flatnonzero(dvalid)[np.unique(np.round(np.linspace(0, dvalid.sum() - 1,
                                                                          opts.frames_per_clip)).astype(int))]
@@ -499,8 +310,6 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
             outputs = {}
             for m, r in renderers.items():
                 if opts.render_cache:  # outputs rendered elsewhere (e.g. on a GPU machine without dlib)
-                    from reenact.metrics.render_cache import CachedRenderer, method_tag
-
                     r = CachedRenderer(r, opts.render_cache, method_tag(m, k, opts))
                 fake = r.render(src_imgs, src_pts, tgt_points)
                 outputs[m] = fake
@@ -530,7 +339,7 @@ def run_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalReport
                          feats_fake, hard_frames, sface=(sface_status, sface_real, sface_fake))
     if opts.protocol == "self":
         results["av_sync"] = _sync_summary(sync_status, sync_real, sync_real_segment, sync_rendered, opts)
-    results["seconds"] = round(time.time() - t0, 1)
+    results["seconds"] = run.seconds()
     out = Path(out)
     files = _write_outputs(out, results, grid_rows, opts)
     return EvalReport(results, out, files, results["seconds"])
@@ -553,7 +362,7 @@ def _sync_segment(ds, clip: int, expert, opts: EvalOptions) -> dict | None:
     """For a clip with speech-like audio: the AV sync of its whole real track (``real``), and the segment whose
     renderings are scored: ``points`` (N, 68, 2) of every frame from the end of the first third on, ``sync_seconds``
     long (None when under 0.4 s), its ``audio`` and ``fps``. None for a clip without such audio."""
-    from puppeteer.audio.data import has_speech  # lazy: the speech side lives in puppeteer.audio
+    from reenact.audio.features import has_speech
     from reenact.metrics.sync import av_sync
 
     rec = ds.records[clip]
@@ -613,13 +422,6 @@ def _real_cpbd(images: np.ndarray, points: np.ndarray) -> list[float]:
     return [cpbd(im, face_box(p, h, w)) for im, p in zip(images, points)]
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    """Mean of the finite values (None and NaN/inf left out); None when there are none."""
-    a = np.asarray([v for v in values if v is not None], np.float64)
-    a = a[np.isfinite(a)]
-    return float(a.mean()) if len(a) else None
-
-
 def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_face, feats_real, feats_fake,
                hard_frames, sface=({"status": "unavailable", "reason": "not measured"}, [], {})) -> dict:
     """``sface``: (status, real embeddings per clip, {(method, K): output embeddings per clip})."""
@@ -632,7 +434,7 @@ def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_
     if drivers:
         res["drivers"] = {ds.records[c].key: ds.records[d].key for c, d in drivers.items()}
     if opts.protocol == "self":
-        res["real"] = {"cpbd": _mean(real_cpbd), "no_face": int(real_no_face)}
+        res["real"] = {"cpbd": finite_mean(real_cpbd), "no_face": int(real_no_face)}
     res["av_sync"] = dict(UNAVAILABLE)
     sface_status, sface_real, sface_fake = sface
     res["sface"] = dict(sface_status)
@@ -642,8 +444,8 @@ def _summarise(opts, ds, pool, drivers, rows, gaps, skipped, real_cpbd, real_no_
                  "no_face": int(sum(not r["face_found"] for r in lst)), "all": {}, "hard": {}}
         for name in names:
             vals = np.array([r[name] for r in lst]) if lst else np.zeros(0)
-            entry["all"][name] = _mean(vals)
-            entry["hard"][name] = _mean(vals[hard]) if len(vals) == len(hard) and len(vals) else None
+            entry["all"][name] = finite_mean(vals)
+            entry["hard"][name] = finite_mean(vals[hard]) if len(vals) == len(hard) and len(vals) else None
         if sface_status["status"] != "ok":
             entry["all"]["sface_sim"] = entry["hard"]["sface_sim"] = "unavailable"
         if opts.protocol == "self":
@@ -670,14 +472,6 @@ def _sface_fd(status: dict, real: list[np.ndarray], fake: list[np.ndarray]) -> f
     return fid_from_features(np.concatenate(real), np.concatenate(fake))
 
 
-def _fmt(v, spec: str, missing: str = "n/a") -> str:
-    if isinstance(v, str):  # a reason the value is missing ("unavailable")
-        return v
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return missing
-    return spec.format(v)
-
-
 def results_markdown(res: dict) -> str:
     """The tables of ``results.md`` from a results dict."""
     if res["protocol"] == "speech":
@@ -689,7 +483,7 @@ def results_markdown(res: dict) -> str:
 
         return user_markdown(res)
     names = res["metrics"]
-    head = ["method", "K"] + [_TITLES[n][0] for n in names] + ["no face"]
+    head = ["method", "K"] + [TITLES[n][0] for n in names] + ["no face"]
     lines = [f"# reenact eval: {res['protocol']}-reenactment", "",
              f"{len(res['clips'])} clips of the `{res['split']}` split of `{res['data']}`, "
              f"{res['options']['frames_per_clip']} targets per clip, seed {res['options']['seed']}.", ""]
@@ -697,7 +491,7 @@ def results_markdown(res: dict) -> str:
         lines += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m, per_k in res["results"].items():
             for k, e in per_k.items():
-                cells = [m, k] + [_fmt(e[subset][n], _TITLES[n][1]) for n in names]
+                cells = [m, k] + [fmt(e[subset][n], TITLES[n][1]) for n in names]
                 n_t = e["targets"] if subset == "all" else e["hard_targets"]
                 cells.append(f"{e['no_face']}/{e['targets']}" if subset == "all" else f"({n_t} frames)")
                 lines.append("| " + " | ".join(cells) + " |")
@@ -711,7 +505,7 @@ def results_markdown(res: dict) -> str:
                      + ", ".join(f"{key}: {v:.4f}" if isinstance(v, float) else f"{key}: {v}"
                                  for key, v in sfd.items()))
         if res.get("real"):
-            lines.append(f"Real frames: CPBD {_fmt(res['real']['cpbd'], '{:.3f}')}, "
+            lines.append(f"Real frames: CPBD {fmt(res['real']['cpbd'], '{:.3f}')}, "
                          f"no face found in {res['real']['no_face']}.")
     lines += _sync_markdown(res["av_sync"])
     lines.append("")
@@ -723,53 +517,21 @@ def _sync_markdown(sync: dict) -> list[str]:
         return [f"AV sync: {sync['status']} ({sync.get('reason', '')})."]
     r = sync["real"]
     lines = ["", f"## AV sync (lip-sync expert `{sync['expert']}`)", "",
-             f"Real driving tracks of {r['clips']} clips with speech: abs offset {_fmt(r['av_abs_offset'], '{:.2f}')} "
-             f"frames, in sync (abs offset <= 1) {_fmt(r['in_sync'], '{:.0%}')}, confidence "
-             f"{_fmt(r['av_conf'], '{:.3f}')}."]
+             f"Real driving tracks of {r['clips']} clips with speech: abs offset {fmt(r['av_abs_offset'], '{:.2f}')} "
+             f"frames, in sync (abs offset <= 1) {fmt(r['in_sync'], '{:.0%}')}, confidence "
+             f"{fmt(r['av_conf'], '{:.3f}')}."]
     if sync["rendered"]:
         e = sync["real_segment"]
         lines += ["", f"Landmarks detected on rendered {sync['segment_seconds']:g} s segments (real: the driving "
                       "landmarks of the same frames):", "",
                   "| method | K | clips | abs AV offset | in sync | AV conf | no face |", "|---|---|---|---|---|---|---|",
-                  f"| real | - | {e['clips']} | {_fmt(e['av_abs_offset'], '{:.2f}')} | {_fmt(e['in_sync'], '{:.0%}')} | "
-                  f"{_fmt(e['av_conf'], '{:.3f}')} | - |"]
+                  f"| real | - | {e['clips']} | {fmt(e['av_abs_offset'], '{:.2f}')} | {fmt(e['in_sync'], '{:.0%}')} | "
+                  f"{fmt(e['av_conf'], '{:.3f}')} | - |"]
         for m, per_k in sync["rendered"].items():
             for k, e in per_k.items():
-                lines.append(f"| {m} | {k} | {e['clips']} | {_fmt(e['av_abs_offset'], '{:.2f}')} | "
-                             f"{_fmt(e['in_sync'], '{:.0%}')} | {_fmt(e['av_conf'], '{:.3f}')} | {e['failed']} |")
+                lines.append(f"| {m} | {k} | {e['clips']} | {fmt(e['av_abs_offset'], '{:.2f}')} | "
+                             f"{fmt(e['in_sync'], '{:.0%}')} | {fmt(e['av_conf'], '{:.3f}')} | {e['failed']} |")
     return lines
-
-
-def _label(text: str, width: int) -> np.ndarray:
-    import cv2
-
-    h = max(16, width // 10)
-    strip = np.full((h, width, 3), 255, np.uint8)
-    scale = h / 40
-    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.putText(strip, text, (max(2, (width - tw) // 2), (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (0, 0, 0), 1, cv2.LINE_AA)
-    return strip
-
-
-def grid_image(rows: list[list[np.ndarray]], labels: list[str]) -> np.ndarray:
-    """Tiles (each (S, S, 3) uint8) in rows, at full resolution, under a header of column labels."""
-    s = rows[0][0].shape[1]
-    header = np.concatenate([_label(t, s) for t in labels], 1)
-    body = np.concatenate([np.concatenate(r, 1) for r in rows], 0)
-    return np.concatenate([header, body], 0)
-
-
-def write_results(out: Path, res: dict, markdown: str) -> list[Path]:
-    """``results.json`` and ``results.md`` of an evaluation, each written atomically; returns their paths."""
-    from reenact import io
-
-    out.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(res, indent=2, default=str))
-    with io.atomic_path(out / "results.md") as tmp:
-        tmp.write_text(markdown)
-    return [out / "results.json", out / "results.md"]
 
 
 def _write_outputs(out: Path, res: dict, grid_rows: dict, opts: EvalOptions) -> list[Path]:

@@ -7,80 +7,16 @@ each call's outputs losslessly, and ``reenact eval --render-cache DIR`` reads th
 
 Entries are keyed by the method's tag (method, K, fine-tuning steps, checkpoint name) and a hash of the call's
 inputs (source and target landmarks), so a cache never answers for a different question; a missing entry is
-rendered (and stored) as usual.
+rendered (and stored) as usual. The cache itself (:class:`~reenact.metrics.harness.CachedRenderer`,
+:func:`~reenact.metrics.harness.method_tag`) is the harness's, which ``reenact eval`` reads through; this module
+fills it.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
-
-class CachedRenderer:
-    """Wraps a renderer (``render(src_images, src_points, tgt_points) -> frames``) with an on-disk cache."""
-
-    def __init__(self, renderer, directory: str | Path, tag: str):
-        self.renderer, self.dir, self.tag = renderer, Path(directory), tag
-        self.hits = self.misses = 0
-
-    def key(self, src_points: np.ndarray, tgt_points: np.ndarray) -> Path:
-        h = hashlib.sha1()
-        for a in (src_points, tgt_points):
-            a = np.ascontiguousarray(a, np.float32)
-            h.update(str(a.shape).encode())
-            h.update(a.tobytes())
-        return self.dir / f"{self.tag}-{h.hexdigest()[:20]}.npz"
-
-    def render(self, src_images, src_points, tgt_points):
-        path = self.key(src_points, tgt_points)
-        if path.exists():
-            with np.load(path, allow_pickle=False) as z:  # plain arrays only: never unpickle
-                self.hits += 1
-                return z["frames"]
-        self.misses += 1
-        out = self.renderer.render(src_images, src_points, tgt_points)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, frames=np.asarray(out, np.uint8))
-            os.replace(tmp, path)  # atomic: a killed run leaves no half-written entry
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return out
-
-
-def method_tag(method: str, k: int, opts) -> str:
-    """Cache tag of one method at K shots: the settings that change its outputs."""
-    if method != "model":
-        return f"{method}-{getattr(opts, 'warp_kind', 'pa') if method == 'warp' else 'x'}-k{k}"
-    ft = f"ft{int(opts.ft_steps)}"
-    if int(opts.ft_steps):  # only settings away from the paper's FT enter the tag
-        ft += ("" if opts.ft_train == "all" else opts.ft_train) \
-            + ("" if opts.ft_lr_psi is None else f"lr{float(opts.ft_lr_psi):g}") \
-            + (f"wt{float(opts.ft_warp_trust):g}" if opts.ft_warp_trust else "")
-    # "-v2": sources given to the model as they are; caches of the earlier harness, which cropped them again,
-    # must not answer for it
-    return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}-v2"
-
-
-def checkpoint_tag(checkpoint: str | Path) -> str:
-    """A checkpoint's name in cache tags: from its content (meta.json: step, save time), not its path, so a cache
-    rendered from a copy on another machine matches the original here. The weights hash that loading caches in
-    meta.json (``reenact.checkpoint.checkpoint_hash``) is left out: a first load must not rename the checkpoint."""
-    import json
-
-    from reenact.checkpoint import HASH_KEY, resolve_checkpoint
-
-    meta = json.loads((resolve_checkpoint(str(checkpoint)) / "meta.json").read_text())
-    meta.pop(HASH_KEY, None)
-    # the exact text checkpoint.save_checkpoint writes, so tags of never-loaded checkpoints did not change
-    return hashlib.sha1(json.dumps(meta, indent=1, sort_keys=True).encode()).hexdigest()[:12]
+from reenact.metrics.harness import CachedRenderer, method_tag
 
 
 def render_only(data: str | Path, cache: str | Path, opts) -> dict[str, int]:
@@ -89,17 +25,17 @@ def render_only(data: str | Path, cache: str | Path, opts) -> dict[str, int]:
     from tqdm.auto import tqdm
 
     from reenact.data.dataset import PreparedDataset
-    from reenact.metrics.evaluate import _clip_pool, _stored_points, make_renderer, select_frames
+    from reenact.metrics.harness import clip_pool, make_renderer, select_frames, stored_points
 
     if opts.protocol != "self":
         raise ValueError("render_only supports the self protocol")
     ds = PreparedDataset(data)
-    pool = _clip_pool(ds, opts)
+    pool = clip_pool(ds, opts)
     base = {m: make_renderer(m, opts) for m in opts.methods}
     counts: dict[str, int] = {}
     for clip in tqdm(pool, desc="render", unit="clip", disable=not opts.progress):
         frames = ds.frames(clip)
-        pts, valid = _stored_points(ds.meta(clip))
+        pts, valid = stored_points(ds.meta(clip))
         _, tgt = select_frames(valid, 1, opts.frames_per_clip)
         for k in opts.shots:
             src, _ = select_frames(valid, k, 1)

@@ -2,10 +2,12 @@
 real track, how in sync with the audio, how lively.
 
 On the clips with speech of the held-out identities (``PreparedDataset.split(None, 0.1)``; clips whose audio is
-silent or not speech-like, as ``puppeteer.audio.data.has_speech`` says, are left out and counted), the first stored
+silent or not speech-like, as ``reenact.audio.features.has_speech`` says, are left out and counted), the first stored
 frame with detected landmarks is the portrait. The audio-to-landmark model (the one shipped in
 ``puppeteer/audio/weights/a2l`` unless another is given) drives it with the clip's audio, with natural motion
-(blinks, head motion, brows; seeded), exactly as ``reenact speak`` does. Tracks compared ("track / audio"):
+(blinks, head motion, brows; seeded), exactly as ``reenact speak`` does. That rendering is the speech stage's and
+reaches this core module as an argument, a :data:`SpeechTracker` (``puppeteer.audio.speak.speech_tracker``; by
+default the factory :data:`DEFAULT_TRACKER` names, imported on first use). Tracks compared ("track / audio"):
 
 - ``real``: the clip's own landmarks with its own audio (the reference);
 - ``generated``: the speech-driven track with the audio that drove it;
@@ -36,15 +38,20 @@ sync of landmarks detected (dlib) on the rendered frames: what the output shows,
 """
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from reenact.audio.features import has_speech
 from reenact.errors import InputError
-from reenact.metrics.evaluate import _fmt as _fmt_value, _mean
 from reenact.landmarks.parts import MOUTH
+from reenact.metrics.harness import (RIGID, EvalReport, finite_mean, grid_image, no_clips, seeded_subset,
+                                     select_frames, split_clips, write_results)
+from reenact.metrics.harness import fmt as _fmt_value
 
 SAMPLE_RATE = 16000
 TRACKS = ("real", "generated", "generated_shuffled", "still", "real_shuffled")
@@ -62,13 +69,27 @@ _TITLES = {"mouth_lmd": ("mouth LMD", "{:.4f}"), "opening_corr": ("opening corr"
            "blinks_per_min": ("blinks/min", "{:.1f}")}
 BLINK_RELATIVE = 0.75
 
+SpeechTracker = Callable[[np.ndarray, np.ndarray, float, int, int], np.ndarray]
+"""``track(portrait, audio, fps, sample_rate, seed) -> (T, 68, 2)``: the landmark track that mono ``audio`` drives
+for one face's ``portrait`` (68, 2) landmarks (pixels), with seeded natural motion."""
+DEFAULT_TRACKER = "puppeteer.audio.speak:speech_tracker"
+"""``"module:function"`` of the factory ``f(speech_model checkpoint or None) -> SpeechTracker`` used when none
+is given: the speech stage's audio-to-landmark pipeline, imported on first use (the front door, ``reenact eval``,
+offers the stage; this package imports none)."""
+
+
+def default_tracker(speech_model: str | None = None) -> SpeechTracker:
+    """The :data:`SpeechTracker` of :data:`DEFAULT_TRACKER` for the audio-to-landmark checkpoint ``speech_model``
+    (None: the shipped one)."""
+    module, _, attr = DEFAULT_TRACKER.partition(":")
+    return getattr(importlib.import_module(module), attr)(speech_model)
+
 
 # ------------------------------------------------------------------------------------------------ per clip
 
 def align_rigid(track: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Each frame of ``track`` (T, 68, 2) moved by the similarity mapping its rigid points onto ``ref``'s."""
     from reenact.geometry import fit_similarity, transform
-    from reenact.metrics.evaluate import RIGID
 
     return np.stack([transform(t, fit_similarity(t[RIGID], r[RIGID])).astype(np.float32) for t, r in zip(track, ref)])
 
@@ -110,17 +131,12 @@ def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
 
 
 def clip_tracks(points: np.ndarray, valid: np.ndarray, first: int, audio: np.ndarray, other_audio: np.ndarray,
-                fps: float, model, seed: int) -> tuple[dict[str, np.ndarray], int]:
+                fps: float, tracker: SpeechTracker, seed: int) -> tuple[dict[str, np.ndarray], int]:
     """The compared tracks of one clip (each (n, 68, 2) in the clip's crop pixels) and n, the frames all cover:
     ``points`` (T, 68, 2) the real track, ``first`` the portrait frame, ``other_audio`` the shuffled speech."""
-    from puppeteer.audio.motion import MotionOptions
-    from puppeteer.audio.speak import speech_track
-
     portrait = points[first]
-    motion = MotionOptions(seed=seed)
-    gen = speech_track(portrait, audio, fps, SAMPLE_RATE, model=model, motion=motion)
-    gen_shuf = speech_track(portrait, fit_length(other_audio, len(audio)), fps, SAMPLE_RATE, model=model,
-                            motion=motion)
+    gen = tracker(portrait, audio, fps, SAMPLE_RATE, seed)
+    gen_shuf = tracker(portrait, fit_length(other_audio, len(audio)), fps, SAMPLE_RATE, seed)
     n = min(len(points), len(gen), len(gen_shuf))
     tracks = {"real": points[:n], "generated": gen[:n], "generated_shuffled": gen_shuf[:n],
               "still": np.repeat(portrait[None], n, 0), "real_shuffled": points[:n]}
@@ -161,10 +177,7 @@ def shuffle_partner(j: int, identities: list[str]) -> int | None:
 
 def speech_pool(ds, opts) -> tuple[list[int], dict[int, np.ndarray], dict]:
     """Clips of the split with speech (a seeded subset of ``opts.clips``), their audio, and what was left out."""
-    from puppeteer.audio.data import has_speech
-
-    train, val = ds.split(None, opts.val_fraction)
-    pool = {"val": val, "train": train, "all": list(range(len(ds)))}[opts.split]
+    pool = split_clips(ds, opts)
     with_audio = [i for i in pool if ds.records[i].has_audio]
     audio, kept, not_speech = {}, [], []
     for i in with_audio:
@@ -175,35 +188,31 @@ def speech_pool(ds, opts) -> tuple[list[int], dict[int, np.ndarray], dict]:
         else:
             not_speech.append(ds.records[i].key)
     if not kept:
-        raise InputError(ds.root, f"the {opts.split!r} split has no clip with speech",
-                         "use --split all for a small dataset" if opts.split == "val" else None)
-    if opts.clips is not None and opts.clips < len(kept):
-        rng = np.random.default_rng(opts.seed)
-        kept = sorted(rng.choice(kept, size=opts.clips, replace=False).tolist())
-        audio = {i: audio[i] for i in kept}
+        raise no_clips(ds, opts, "clip with speech")
+    kept = seeded_subset(kept, opts)
+    audio = {i: audio[i] for i in kept}
     left = {"no_audio": len(pool) - len(with_audio), "not_speech": not_speech}
     return kept, audio, left
 
 
-def run_speech_eval(data, out, opts):
+def run_speech_eval(data, out, opts, tracker: SpeechTracker | None = None):
     """The speech protocol (see the module docstring): writes results.json, results.md, grid_speech.png and a
     side-by-side video of the first clip (real crop | real landmarks | generated landmarks [| rendered], with
-    its audio) to ``out``. Returns an :class:`reenact.metrics.evaluate.EvalReport`."""
+    its audio) to ``out``. ``tracker`` draws the speech-driven tracks (None: :func:`default_tracker` of
+    ``opts.speech_model``). Returns an :class:`reenact.metrics.harness.EvalReport`."""
     from tqdm.auto import tqdm
 
-    from puppeteer.audio.speak import SpeechModel
     from reenact.data.dataset import PreparedDataset
-    from reenact.metrics.evaluate import EvalReport, select_frames
     from reenact.metrics.sync import load_expert
 
     t0 = time.time()
     ds = PreparedDataset(data)
     pool, audios, left = speech_pool(ds, opts)
-    model = SpeechModel.load(opts.speech_model)
+    tracker = tracker or default_tracker(opts.speech_model)
     expert = load_expert(opts.sync_checkpoint)
     renderer = None
     if opts.checkpoint:
-        from reenact.metrics.evaluate import ModelRenderer
+        from reenact.metrics.harness import ModelRenderer
 
         renderer = ModelRenderer(opts.checkpoint, opts.device, opts.ft_steps, opts.seed, opts.batch_size)
     per_clip, rendered, grid, video = [], [], [], None
@@ -223,7 +232,7 @@ def run_speech_eval(data, out, opts):
         o = shuffle_partner(j, [ds.records[c].identity for c in pool])
         # one clip: its own speech half a clip away is still the wrong speech
         other = audios[pool[o]] if o is not None else np.roll(audio, len(audio) // 2)
-        tracks, n = clip_tracks(points, valid, first, audio, other, fps, model, opts.seed + j)
+        tracks, n = clip_tracks(points, valid, first, audio, other, fps, tracker, opts.seed + j)
         m = clip_metrics(tracks, valid[:n], audio, other, fps, expert)
         per_clip.append({"key": rec.key, "frames": n, "fps": fps, "portrait_frame": first, "tracks": m})
         frames = None
@@ -280,8 +289,8 @@ def summarise(per_clip: list[dict], rendered: list[dict]) -> dict:
         rows = [c["tracks"][name] for c in per_clip]
         e: dict = {}
         if "mouth" in _HAS[name]:
-            e["mouth_lmd"] = _mean(r["mouth_lmd"] for r in rows)
-            e["opening_corr"] = _mean(r["opening_corr"] for r in rows)
+            e["mouth_lmd"] = finite_mean(r["mouth_lmd"] for r in rows)
+            e["opening_corr"] = finite_mean(r["opening_corr"] for r in rows)
         if "sync" in _HAS[name]:
             e.update({k: v for k, v in _sync_summary(rows).items() if k in _SYNC_KEYS})
         if "blinks" in _HAS[name]:
@@ -291,8 +300,8 @@ def summarise(per_clip: list[dict], rendered: list[dict]) -> dict:
         res["results"][name] = e
     if rendered:
         sync = _sync_summary(rendered)
-        res["rendered"] = {"clips": len(rendered), "ssim": _mean(r.get("ssim") for r in rendered),
-                           "psnr": _mean(r.get("psnr") for r in rendered),
+        res["rendered"] = {"clips": len(rendered), "ssim": finite_mean(r.get("ssim") for r in rendered),
+                           "psnr": finite_mean(r.get("psnr") for r in rendered),
                            **{k: sync[k] for k in _SYNC_KEYS}, "sync_failed": sync["failed"],
                            "per_clip": rendered}
     return res
@@ -353,7 +362,6 @@ def _grid_row(real_img, real_pts, gen_pts, rendered) -> list[np.ndarray]:
 
 def _write(out: Path, res: dict, grid: list, video, has_render: bool) -> list[Path]:
     from reenact import io
-    from reenact.metrics.evaluate import grid_image, write_results
 
     files = write_results(out, res, speech_markdown(res))
     labels = ["real", "real landmarks", "generated landmarks"] + (["rendered"] if has_render else [])

@@ -2,7 +2,7 @@
 
 The papers measure lip sync with SyncNet (Chung & Zisserman 2016): embeddings of audio and mouth are compared at
 audio offsets of -15..15 frames; the offset is the argmin of the mean distance and the confidence the median minus
-the minimum distance. The expert here is the landmark-based one of ``puppeteer.audio.sync_expert`` (mouth
+the minimum distance. The expert here is the landmark-based one of :mod:`reenact.models.lipsync` (mouth
 landmarks, not pixels: it scores what a landmark-driven renderer was asked to draw, or, with landmarks detected on
 output frames, what it drew).
 
@@ -29,9 +29,9 @@ class SyncExpert(Protocol):
 
 
 def load_expert(checkpoint: str | os.PathLike, device: str = "cpu"):
-    """The landmark lip-sync expert from a checkpoint directory; ``"default"``: the weights shipped with
-    ``puppeteer.audio``."""
-    from puppeteer.audio.sync_expert import LipSyncExpert  # lazy: the expert lives with the speech models
+    """The landmark lip-sync expert from a checkpoint directory; ``"default"``: the shipped weights
+    (:data:`reenact.models.lipsync.DEFAULT_WEIGHTS`)."""
+    from reenact.models.lipsync import LipSyncExpert  # lazy: torch loads on first use
 
     return LipSyncExpert.load(None if str(checkpoint) == "default" else checkpoint, device)
 

@@ -12,7 +12,7 @@ targets as the self protocol (``PreparedDataset.split(None, val_fraction)``, :fu
 A method turns (photos, their landmarks, target landmarks) into full frames (:data:`UserRender`). Every metric
 is computed on those pasted-back frames: output and real frame are both cut with the target's own prepared crop
 matrix (the same resampling for both, ``reenact.crop.crop_image``) to the dataset's crop size, and scored by
-the self protocol's crop metrics (``reenact.metrics.evaluate.self_metrics``: SSIM, PSNR, mouth/eye region
+the self protocol's crop metrics (``reenact.metrics.harness.self_metrics``: SSIM, PSNR, mouth/eye region
 SSIM and PSNR, ACD, ...), plus the mouth interior PSNR/L1 on open mouths (``regions.mouth_interior_metrics``)
 and, on the full frames, the face sharpness ratio (``sharpness.lapvar_ratio``: what a user sees, not what the
 crop sees). Subsets: "hard" frames (the quarter whose mouth opening differs most from the closest source's,
@@ -33,26 +33,28 @@ method), each cut to the face at full resolution (never resampled: rows of small
 from __future__ import annotations
 
 import importlib
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 
 from reenact.errors import InputError
-from reenact.metrics.evaluate import (_TITLES, PSNR_CAP, SELF_METRICS, EvalOptions, EvalReport, _clip_pool, _fmt,
-                                      _label, _mean, _stored_points, select_frames, self_metrics, write_results)
+from reenact.metrics.harness import (PSNR_CAP, SELF_METRICS, TITLES, EvalReport, finite_mean, fmt, label,
+                                     select_frames, self_metrics, start_run, stored_points, write_results)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reenact.metrics.evaluate import EvalOptions
 
 UserRender = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """``render(photos, photo_points, target_points) -> frames``: ``photos`` (K, H, W, 3) RGB uint8 full-resolution
 shots of one person (K = 1: the user's one photo), ``photo_points`` (K, 68, 2) their landmarks in full-frame
 pixels, ``target_points`` (N, 68, 2) the targets' landmarks in the same pixels -> (N, H, W, 3) RGB uint8 full
 frames: ``photos[0]`` with the face re-rendered."""
-MethodFactory = Callable[[EvalOptions], UserRender]
+MethodFactory = Callable[["EvalOptions"], UserRender]
 
 USER_METRICS = SELF_METRICS + ("interior_psnr", "interior_l1", "face_sharpness")
-_USER_TITLES = {**_TITLES, "interior_psnr": ("mouth interior PSNR", "{:.2f}"),
+_USER_TITLES = {**TITLES, "interior_psnr": ("mouth interior PSNR", "{:.2f}"),
                 "interior_l1": ("mouth interior L1", "{:.2f}"),
                 "face_sharpness": ("face sharpness (full res)", "{:.3f}"),
                 "lapvar_ratio": ("sharpness (crop)", "{:.3f}")}
@@ -230,16 +232,11 @@ def run_user_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalR
     write results.json, results.md and the grids to ``out``."""
     from tqdm.auto import tqdm
 
-    from reenact.data.dataset import PreparedDataset
-    from reenact.metrics.identity import FaceAnalyzer, sface_scorer
     from reenact.metrics.regions import eye_gap, open_mouth, opening_gap
 
-    t0 = time.time()
-    ds = PreparedDataset(data)
-    pool = _clip_pool(ds, opts)
-    methods = {m: make_method(m, opts) for m in opts.methods}
-    analyzer = FaceAnalyzer()
-    sface, sface_status = sface_scorer(opts.device)
+    run = start_run(data, opts, make_method)
+    ds, pool, methods, analyzer = run.ds, run.pool, run.methods, run.analyzer
+    sface, sface_status = run.sface, run.sface_status
     keys = [(m, k) for m in opts.methods for k in opts.shots]
     rows: dict[tuple[str, int], list[dict]] = {key: [] for key in keys}
     gaps = {k: {"mouth": [], "eyes": []} for k in opts.shots}
@@ -250,7 +247,7 @@ def run_user_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalR
 
     for clip in tqdm(pool, desc="eval user", unit="clip", disable=not opts.progress):
         meta = ds.meta(clip)
-        _, valid = _stored_points(meta)
+        _, valid = stored_points(meta)
         stored = meta["frame_ids"]
         _, tgt = select_frames(valid, 1, opts.frames_per_clip)
         srcs = {k: select_frames(valid, k, 1)[0] for k in opts.shots}
@@ -291,7 +288,7 @@ def run_user_eval(data: str | Path, out: str | Path, opts: EvalOptions) -> EvalR
         results["grid"][str(k)] = [{"clip": c[1], "frame": c[2], "mouth_gap": round(c[0], 4)} for c in chosen]
         if chosen:
             grids[k] = [c[3] for c in chosen]
-    results["seconds"] = round(time.time() - t0, 1)
+    results["seconds"] = run.seconds()
     out = Path(out)
     files = write_results(out, results, user_markdown(results))
     from reenact import io
@@ -319,7 +316,7 @@ def _summarise(opts, ds, pool, rows, gaps, skipped, open_count, real_no_face,
                  "hard_eye_targets": int(subsets["hard_eyes"].sum()), "open_mouth_targets": open_count[k],
                  "clips_skipped": skipped[k], "no_face": int(sum(not r["face_found"] for r in lst))}
         for name, sel in subsets.items():
-            entry[name] = {n: _mean(np.array([r[n] for r in lst])[sel]) if lst else None for n in USER_METRICS}
+            entry[name] = {n: finite_mean(np.array([r[n] for r in lst])[sel]) if lst else None for n in USER_METRICS}
             if (sface_status or {}).get("status") != "ok":
                 entry[name]["sface_sim"] = "unavailable"
         res["results"].setdefault(m, {})[str(k)] = entry
@@ -337,7 +334,7 @@ def user_markdown(res: dict) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, per_k in res["results"].items():
         for k, e in per_k.items():
-            cells = [m, k] + [_fmt(e[s][n], _USER_TITLES[n][1]) for s, n, _ in _HEADLINE]
+            cells = [m, k] + [fmt(e[s][n], _USER_TITLES[n][1]) for s, n, _ in _HEADLINE]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for k, e in next(iter(res["results"].values()), {}).items():  # the same targets for every method
@@ -351,7 +348,7 @@ def user_markdown(res: dict) -> str:
         lines += ["", f"## {title}", "", "| " + " | ".join(full_head) + " |", "|" + "---|" * len(full_head)]
         for m, per_k in res["results"].items():
             for k, e in per_k.items():
-                cells = [m, k] + [_fmt(e[subset][n], _USER_TITLES[n][1]) for n in names]
+                cells = [m, k] + [fmt(e[subset][n], _USER_TITLES[n][1]) for n in names]
                 n_sub = {"all": e["targets"], "hard": e["hard_targets"], "hard_eyes": e["hard_eye_targets"]}[subset]
                 cells.append(f"{e['no_face']}/{e['targets']}" if subset == "all" else f"({n_sub} frames)")
                 lines.append("| " + " | ".join(cells) + " |")
@@ -390,6 +387,6 @@ def face_grid(rows: list[list[np.ndarray]], labels: list[str], fill: int = 128) 
         cell[y:y + t.shape[0], x:x + t.shape[1]] = t
         return cell
 
-    header = np.concatenate([_label(t, tw) for t in labels], 1)
+    header = np.concatenate([label(t, tw) for t in labels], 1)
     body = [np.concatenate([pad(t, max(u.shape[0] for u in r)) for t in r], 1) for r in rows]
     return np.concatenate([header] + body, 0)
