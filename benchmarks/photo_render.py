@@ -1,12 +1,19 @@
 """Speed of the photo renderer's path: landmarks -> a pasted-back frame of the photo's size.
 
-    python benchmarks/photo_render.py [--checkpoint REGION_CKPT] [--size 512] [--threads 2] [--frames 100]
+    # inputs (needs dlib + av: run where the repo's full environment is), written once:
+    python benchmarks/photo_render.py --export-inputs photo_inputs.npz [--size 512] [--frames 100]
+    # speed (needs only torch, numpy, opencv, omegaconf, safetensors: no dlib, no av):
+    python benchmarks/photo_render.py --inputs photo_inputs.npz --device cuda --backend torch \\
+        [--batch-sizes 1,64,256] [--bf16] [--compile g|all] [--checkpoint REGION_CKPT]
 
-Drives a 512x512 real portrait (``../shared/data/portraits``, resized to --size) with the landmarks of a real
-talking clip (dlib on its frames, moved onto the portrait by the puppeteer's relative retargeting is not needed
-for timing: the clip's landmarks are mapped onto the portrait's face by one similarity), batch 1, and prints
-frames/s of the whole path and the median ms of each stage (warp of the photo, the region crop read through the
-warp, G, paste). Without --checkpoint: the default region config with random weights (same cost as trained).
+Drives a 512x512 real portrait (``../shared/data/portraits/lp_s5.jpg``, resized to --size) with the landmarks of a
+real clip (dlib on its frames, mapped onto the portrait's face by one similarity: retargeting does not matter for
+timing). ``--export-inputs`` writes the photo, its landmarks and the target landmarks to an .npz; ``--inputs``
+reads them (without it, they are computed here with dlib). For each batch size: frames/s of the whole path
+(``PhotoRenderer.render``; torch backend: frames left on the device, ``as_tensor=True``, timed with
+``torch.cuda.synchronize``) after warm-up, and ms per frame at batch 1. ``--stages`` adds the numpy backend's
+per-stage median ms at batch 1 (warp, region crop + drawing, G, paste). Without --checkpoint: the default region
+config with random weights (same cost as trained).
 """
 from __future__ import annotations
 
@@ -23,48 +30,60 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--frames", type=int, default=100)
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+def detect_inputs(size: int, frames: int) -> dict[str, np.ndarray]:
+    """Photo + landmarks + target landmarks with dlib (needs dlib and av)."""
     import cv2
 
     from reenact import io
-    from reenact.config import load_region_config
     from reenact.geometry import fit_similarity, transform
     from reenact.landmarks import create_detector
-    from reenact.models.region import RegionEmbedder, RegionGenerator
-    from reenact.regions import draw_region, get_region, region_matrix
-    from reenact.renderer import PhotoRenderer, embed, support
 
     data = REPO.parent / "shared" / "data"
-    photo = cv2.resize(io.read_image(data / "portraits" / "lp_s5.jpg"), (a.size, a.size), interpolation=cv2.INTER_AREA)
+    photo = cv2.resize(io.read_image(data / "portraits" / "lp_s5.jpg"), (size, size), interpolation=cv2.INTER_AREA)
     det = create_detector("dlib")
     pts = det.detect_one(photo).points.astype(np.float32)
     clip = sorted((data / "videos").rglob("*.mp4"))[0]
-    drv = [det.detect_one(f, multiple="largest").points for f in io.read_frames(clip, max_frames=a.frames)]
+    drv = [det.detect_one(f, multiple="largest").points for f in io.read_frames(clip, max_frames=frames)]
     sim = fit_similarity(drv[0], pts)
     targets = np.stack([transform(np.asarray(d, np.float64), sim) for d in drv]).astype(np.float32)
-    dev = torch.device(a.device)
-    if a.checkpoint:
-        from reenact.models.region_model import RegionModel
+    return {"photo": photo, "points": pts, "targets": targets, "clip": np.array(str(clip.relative_to(data)))}
 
-        model = RegionModel.load(a.checkpoint, dev)
-        E, G, spec, size = model.E, model.G, model.spec, model.size
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def time_batches(r, targets: np.ndarray, batch: int, backend: str, dev, warmup: int, min_s: float,
+                 max_iters: int) -> tuple[float, float]:
+    """(frames/s, ms per batch) of ``render`` on ``batch`` targets at a time."""
+    reps = -(-batch // len(targets))
+    tg = np.concatenate([targets] * reps)[:batch] if reps > 1 else targets[:batch]
+    if backend == "torch":
+        tg = torch.from_numpy(np.ascontiguousarray(tg)).to(dev)  # landmarks already on the device, as a pipeline has
+        call = lambda: r.render(tg, batch_size=batch, backend="torch", as_tensor=True)  # noqa: E731
     else:
-        m = load_region_config().model
-        E, G = RegionEmbedder(m.size, m.embed_dim, m.e_base).to(dev).eval(), RegionGenerator(m.size, m.embed_dim, m.g_width, m.g_head).to(dev).eval()
-        spec, size = get_region(m.region), m.size
-    with torch.no_grad():
-        psi = G.psi(embed(E, [photo], [pts], spec, size, dev))
-    r = PhotoRenderer(photo, pts, G, psi, spec, size)
-    for t in targets[:5]:
-        r.render(t[None])
+        call = lambda: r.render(tg, batch_size=batch, backend="numpy")  # noqa: E731
+    for _ in range(warmup):
+        call()
+    sync(dev)
+    times = []
+    t_end = time.perf_counter() + min_s
+    while len(times) < max_iters and (time.perf_counter() < t_end or len(times) < 3):
+        t0 = time.perf_counter()
+        call()
+        sync(dev)
+        times.append(time.perf_counter() - t0)
+    ms = statistics.median(times) * 1000
+    return batch / (ms / 1000), ms
+
+
+def stages(r, photo, targets, spec, size, G, psi, dev) -> dict[str, float]:
+    """The numpy backend's median ms per stage at batch 1."""
+    from reenact.geometry import transform
+    from reenact.regions import draw_region, region_matrix
+    from reenact.renderer import support, to_net
+
     times = {"warp": [], "region": [], "G": [], "paste": [], "total": []}
     for t in targets:
         t0 = time.perf_counter()
@@ -76,8 +95,6 @@ def main() -> None:
         sup = support(transform(t, mm), spec, size)
         t2 = time.perf_counter()
         with torch.inference_mode():
-            from reenact.renderer import to_net
-
             out = G(to_net(crop[None], dev), torch.from_numpy(draw[None]).to(dev), psi)
             rgb = ((out.rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
             mask = out.mask.float()[0, 0].cpu().numpy()
@@ -86,10 +103,82 @@ def main() -> None:
         t4 = time.perf_counter()
         for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
             times[k].append(v * 1000)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"photo {a.size}x{a.size}, {len(targets)} frames, batch 1, {a.threads} threads, {a.device}")
-    print("median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
-    print(f"frames/s (1 / mean total): {1000 / np.mean(times['total']):.1f}")
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--frames", type=int, default=100, help="driver frames (export / dlib path)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "numpy"])
+    ap.add_argument("--batch-sizes", default="1,64,256")
+    ap.add_argument("--inputs", default=None, help=".npz from --export-inputs (photo, points, targets)")
+    ap.add_argument("--export-inputs", default=None, metavar="FILE.npz", help="write the inputs and exit")
+    ap.add_argument("--compile", default="none", choices=["none", "g", "all"],
+                    help="torch.compile G, or the whole torch render chunk")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast around G (torch backend)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--min-seconds", type=float, default=3.0, help="timing per batch size")
+    ap.add_argument("--max-iters", type=int, default=200)
+    ap.add_argument("--stages", action="store_true", help="numpy backend's per-stage ms at batch 1")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    if a.export_inputs:
+        inp = detect_inputs(a.size, a.frames)
+        np.savez_compressed(a.export_inputs, **inp)
+        print(f"wrote {a.export_inputs}: photo {inp['photo'].shape}, {len(inp['targets'])} target frames "
+              f"from {inp['clip']}")
+        return
+    if a.inputs:
+        with np.load(a.inputs) as z:
+            photo, pts, targets = z["photo"], z["points"].astype(np.float32), z["targets"].astype(np.float32)
+    else:
+        inp = detect_inputs(a.size, a.frames)
+        photo, pts, targets = inp["photo"], inp["points"], inp["targets"]
+
+    from reenact.config import load_region_config
+    from reenact.models.region import RegionEmbedder, RegionGenerator
+    from reenact.regions import get_region
+    from reenact.renderer import PhotoRenderer, embed
+
+    dev = torch.device(a.device)
+    if a.checkpoint:
+        from reenact.models.region_model import RegionModel
+
+        model = RegionModel.load(a.checkpoint, dev)
+        E, G, spec, size = model.E, model.G, model.spec, model.size
+    else:
+        m = load_region_config().model
+        E = RegionEmbedder(m.size, m.embed_dim, m.e_base).to(dev).eval()
+        G = RegionGenerator(m.size, m.embed_dim, m.g_width, m.g_head).to(dev).eval()
+        spec, size = get_region(m.region), m.size
+    with torch.no_grad():
+        psi = G.psi(embed(E, [photo], [pts], spec, size, dev))
+    r = PhotoRenderer(photo, pts, G, psi, spec, size, backend=a.backend)
+    backend = r.resolve_backend()
+    if a.bf16:
+        r.autocast_dtype = torch.bfloat16
+    if a.compile == "g":
+        r.G = torch.compile(G)
+    elif a.compile == "all":
+        r.render_torch_chunk = torch.compile(r.render_torch_chunk, dynamic=False)
+
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {a.threads} torch threads"
+    print(f"photo {photo.shape[1]}x{photo.shape[0]}, {len(targets)} target frames, backend {backend}, {name}, "
+          f"compile {a.compile}, bf16 {a.bf16}")
+    for b in [int(x) for x in a.batch_sizes.split(",") if x]:
+        fps, ms = time_batches(r, targets, b, backend, dev, a.warmup, a.min_seconds, a.max_iters)
+        extra = f", {ms:.2f} ms per batch-1 frame" if b == 1 else ""
+        print(f"batch {b:4d}: {fps:9.1f} frames/s, {ms:9.2f} ms per batch{extra}", flush=True)
+    if dev.type == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB")
+    if a.stages:
+        med = stages(r, photo, targets, spec, size, G, psi, dev)
+        print("numpy backend, batch 1, median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,16 @@ For each target (68 landmarks in the photo's pixels):
    the crop and feathered, ``window`` fades to 0 at the crop's edge. So G changes only the mouth; skin, eyes
    and hair come from the full-resolution warp.
 
-The output is the photo's size. :meth:`PhotoRenderer.render` runs the warp and the drawing on the CPU
-(OpenCV) and G in batches on the model's device.
+The output is the photo's size. :meth:`PhotoRenderer.render` has two backends: ``"numpy"`` runs the warp and
+the drawing on the CPU (OpenCV, per frame) and G in batches on the model's device; ``"torch"`` runs the whole
+path batched on the model's device (:mod:`reenact.photowarp_torch`: a fixed triangulation per photo, brute-force
+point location, ``grid_sample``, rasterised drawings), so on a GPU nothing but the landmarks crosses the bus
+(``as_tensor=True`` keeps the frames there too). ``"auto"`` (default): torch on CUDA, numpy elsewhere (on a
+2-core CPU the OpenCV path is the faster one).
 """
 from __future__ import annotations
+
+import contextlib
 
 import cv2
 import numpy as np
@@ -66,24 +72,91 @@ class PhotoRenderer:
     landmarks, ``G`` a :class:`reenact.models.region.RegionGenerator` on its device, ``psi`` ``(1, n)``."""
 
     def __init__(self, photo: np.ndarray, points: np.ndarray, G: torch.nn.Module, psi: torch.Tensor,
-                 spec: RegionSpec, size: int):
+                 spec: RegionSpec, size: int, backend: str = "auto"):
         self.photo = np.ascontiguousarray(photo)
         self.points = np.asarray(points, np.float32)
         self.warp = PhotoWarp(self.points)
         self.G, self.psi, self.spec, self.size = G, psi, spec, int(size)
         self._window = border_mask(self.size, WINDOW_FEATHER)
+        self.backend = backend
+        #: torch backend: dtype of an autocast around G (e.g. torch.bfloat16 on CUDA), None = G's own
+        self.autocast_dtype: torch.dtype | None = None
+        #: torch backend: how the paint goes back ("auto": bicubic when the crop is enlarged, as numpy)
+        self.paste_interp = "auto"
+        #: torch backend: the warp's triangulation, "photo" (fixed, all on the device) or "target" (each target's
+        #: Delaunay on the host, as numpy; see reenact.photowarp_torch.TorchPhotoWarp)
+        self.topology = "photo"
+        self._torch = None
 
     @property
     def device(self) -> torch.device:
         return self.psi.device
 
-    def render(self, targets: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """``targets`` ``(N, 68, 2)`` photo pixels -> ``(N, H, W, 3)`` uint8 frames of the photo's size."""
+    def resolve_backend(self, backend: str | None = None) -> str:
+        b = backend or self.backend
+        if b == "auto":
+            return "torch" if self.device.type == "cuda" else "numpy"
+        if b not in ("torch", "numpy"):
+            raise ValueError(f"unknown backend {b!r} (known: auto, torch, numpy)")
+        return b
+
+    def render(self, targets, batch_size: int = 16, backend: str | None = None, as_tensor: bool = False):
+        """``targets`` ``(N, 68, 2)`` photo pixels (numpy, or a tensor for the torch backend) -> ``(N, H, W, 3)``
+        uint8 frames of the photo's size: numpy, or with ``as_tensor`` (torch backend) a tensor on the model's
+        device without the copy to the host."""
+        if self.resolve_backend(backend) == "torch":
+            return self.render_torch(targets, batch_size, as_tensor=as_tensor)
+        if as_tensor:
+            raise ValueError("as_tensor needs the torch backend")
         targets = np.asarray(targets, np.float32)
         out = np.empty((len(targets),) + self.photo.shape, np.uint8)
         for i in range(0, len(targets), batch_size):
             out[i:i + batch_size] = self._render_chunk(targets[i:i + batch_size])
         return out
+
+    # -- torch backend
+
+    @property
+    def torch_warp(self):
+        """The :class:`reenact.photowarp_torch.TorchPhotoWarp` of the photo on the model's device (made once)."""
+        if self._torch is None or self._torch.device != self.device or self._torch.topology != self.topology:
+            from reenact.photowarp_torch import TorchPhotoWarp, window_t
+
+            self._torch = TorchPhotoWarp(self.photo, self.points, self.device, topology=self.topology)
+            self._torch_window = window_t(self.size, WINDOW_FEATHER, self.device)
+        return self._torch
+
+    def render_torch(self, targets, batch_size: int = 16, as_tensor: bool = False):
+        """The torch backend of :meth:`render`: each chunk of ``batch_size`` targets in one batched pass."""
+        t = torch.as_tensor(np.asarray(targets, np.float32) if not isinstance(targets, torch.Tensor) else targets)
+        t = t.to(self.device, torch.float32)
+        chunks = [self.render_torch_chunk(t[i:i + batch_size]) for i in range(0, len(t), batch_size)]
+        out = torch.cat(chunks) if chunks else torch.empty((0,) + self.photo.shape, dtype=torch.uint8,
+                                                              device=self.device)
+        return out if as_tensor else out.cpu().numpy()
+
+    @torch.inference_mode()
+    def render_torch_chunk(self, targets: torch.Tensor) -> torch.Tensor:
+        """``(B, 68, 2)`` float32 targets on the device -> ``(B, H, W, 3)`` uint8 frames on the device."""
+        from reenact.photowarp_torch import draw_region_t, paste_t, region_matrix_t, support_t, transform_t
+
+        S, spec = self.size, self.spec
+        tw = self.torch_warp
+        m = region_matrix_t(targets.double(), spec, S).float()  # float32, as numpy's region_matrix
+        pts = transform_t(targets, m)
+        frames, crops = tw.warp_and_region(targets, m.double(), S)
+        draws = draw_region_t(pts, spec, S)
+        sup = support_t(pts, spec, S, SUPPORT_GROW, SUPPORT_FEATHER)
+        ctx = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+               else contextlib.nullcontext())
+        with ctx:
+            res = self.G(crops.div(127.5).sub(1), draws, self.psi)
+        rgb = ((res.rgb.float().clamp(-1, 1) + 1) * 127.5).round()
+        alpha = res.mask.float()[:, 0] * sup * self._torch_window
+        out = paste_t(frames, rgb, alpha, m.double(), self.paste_interp)
+        return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    # -- numpy backend
 
     def _render_chunk(self, targets: np.ndarray) -> np.ndarray:
         S, spec = self.size, self.spec
