@@ -26,6 +26,7 @@ from reenact.errors import NonFiniteLossError
 from reenact.gan import update
 from reenact.losses import ContentLoss, d_hinge, feature_matching, g_hinge
 from reenact.models.base_model import BaseModel
+from reenact.options import AT_LEAST_1, NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, UNIT, option
 
 __all__ = ["FinetuneOptions", "Personalization", "personalize", "embed", "NonFiniteLossError"]
 
@@ -35,23 +36,26 @@ class FinetuneOptions:
     """Settings of stage 2. ``None`` learning rates take the base model's stage-1 values (paper: 5e-5 for G,
     2e-4 for D); betas likewise."""
 
-    steps: int = 100  # optimisation steps (0: feed-forward, no fine-tuning)
-    lr_g: float | None = None
-    lr_d: float | None = None
-    batch_size: int = 4  # augmented shots per step (drawn from the K shots in turn)
-    augment: bool = True
-    flip: float = 0.5  # probability of a mirror flip
-    scale: float = 0.05  # random zoom in [1 - scale, 1 + scale]
-    shift: float = 0.03  # random shift, fraction of the crop side
-    seed: int = 0
-    progress: bool = True
+    steps: int = option(100, "fine-tuning steps, 0 for feed-forward", type=NON_NEGATIVE)
+    lr_g: float | None = option(None, "generator learning rate (default: the model's)", type=POSITIVE_FLOAT)
+    lr_d: float | None = option(None, "discriminator learning rate (default: the model's)", type=POSITIVE_FLOAT)
+    batch_size: int = option(4, "augmented shots per step, drawn from the K shots in turn", type=AT_LEAST_1)
+    augment: bool = option(True, "no augmentation of the shots (mirror flips, zoom, shift)")
+    flip: float = option(0.5, "probability of a mirror flip", type=UNIT)
+    scale: float = option(0.05, "random zoom in [1 - scale, 1 + scale]", type=NON_NEGATIVE_FLOAT)
+    shift: float = option(0.03, "random shift, fraction of the crop side", type=NON_NEGATIVE_FLOAT)
+    seed: int = option(0, "augmentation / sampling seed")
+    progress: bool = option(True, "no progress bar")
     # "all": G and psi' (the paper's stage 2). "psi": only psi' (the AdaIN parameters), G frozen: the avatar file
     # holds psi' alone; on held-out faces it reaches the figures of "all" (docs/results.md).
-    train: str = "all"
-    lr_psi: float | None = None  # psi's learning rate (None: lr_g); "psi" alone needs a larger one to move
+    train: str = option("all", "what fine-tuning trains: all (G and psi', the paper) or psi (psi' alone)",
+                        choices=("all", "psi"))
+    lr_psi: float | None = option(None, "psi's learning rate (default: lr_g); psi alone needs a larger one to move",
+                                  type=POSITIVE_FLOAT)
     # warp-guided G: weight of the mean synthesis share (1 - blend mask) in G's loss, a prior towards passing the
     # sources' warped pixels through instead of painting over them (0: off, the paper's FT)
-    warp_trust: float = 0.0
+    warp_trust: float = option(0.0, "penalty on the warp-guided G's painted share (0: off)",
+                               type=NON_NEGATIVE_FLOAT)
 
     def __post_init__(self):
         if self.train not in ("all", "psi"):

@@ -25,6 +25,7 @@ import numpy as np
 from puppeteer.render_loop import render_video
 from puppeteer.retarget import Retargeter, RetargetOptions, choose_reference
 from reenact.errors import InputError, NoFaceError
+from reenact.options import OutputOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.avatar import Avatar
@@ -145,8 +146,8 @@ class Compositor:
         return out
 
 
-def check_drive_options(*, keyframe_interval: int = 10, crf: int = 18, max_frames: int | None = None,
-                        batch_size: int | None = None) -> None:
+def check_drive_options(*, keyframe_interval: int = 10, crf: int = OutputOptions.crf,
+                        max_frames: int | None = None, batch_size: int | None = None) -> None:
     """Refuse bad driving options before any work (InputError naming the option)."""
     from reenact import validate
 
@@ -258,7 +259,7 @@ def _given_track(track, driver: Path, info, max_frames: int | None):
 def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | os.PathLike, *,
                     into: ImageLike | None = None, shot: int = 0, options: RetargetOptions = RetargetOptions(),
                     smooth: bool = True, detector=None, keyframe_interval: int = 10, check_faces: bool = True,
-                    audio: bool = True, crf: int = 18, batch_size: int | None = None,
+                    audio: bool = True, crf: int = OutputOptions.crf, batch_size: int | None = None,
                     max_frames: int | None = None, progress: bool = True, track=None) -> DriveResult:
     """Drive ``avatar`` with the face in the ``driver`` video and write ``output`` (mp4).
 
@@ -328,14 +329,15 @@ def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | o
 
 
 def animate(portrait: ImageLike, driver: str | os.PathLike, output: str | os.PathLike, *,
-            checkpoint: str | os.PathLike | None = None, steps: int = 100, device: str = "auto",
+            checkpoint: str | os.PathLike | None = None, steps: int | None = None, device: str = "auto",
             crop: bool = False, landmarks=None, seed: int = 0, progress: bool = True,
             save_avatar: str | os.PathLike | None = None, **drive_options) -> tuple["Avatar", DriveResult]:
     """One shot, end to end: personalise a model to the person in ``portrait``, then drive it with ``driver``.
 
     portrait: image path or RGB uint8 array. checkpoint: the meta-learned model (``None``: the bundled one).
-    steps: fine-tuning steps (0: feed-forward). crop: write the face crops instead of pasting back into the
-    portrait. landmarks: the portrait's ``(68, 2)`` landmarks (array or ``.npy``) when detection fails.
+    steps: fine-tuning steps (0: feed-forward; None: ``FinetuneOptions``' default). crop: write the face crops
+    instead of pasting back into the portrait. landmarks: the portrait's ``(68, 2)`` landmarks (array or ``.npy``)
+    when detection fails.
     save_avatar: also save the avatar file there. ``drive_options`` go to :func:`puppeteer_video`.
     Returns ``(avatar, result)``.
     """
@@ -473,7 +475,7 @@ class Camera:
 
 
 def record_live(avatar: "Avatar", frames: Iterable[np.ndarray], output: str | os.PathLike, fps: float,
-                crf: int = 18, progress: bool = True, **options) -> LiveDriver:
+                crf: int = OutputOptions.crf, progress: bool = True, **options) -> LiveDriver:
     """Run :func:`drive` over ``frames`` and write the output frames to ``output`` (no audio). Ctrl-C (and SIGTERM
     under the CLI, which raises the same KeyboardInterrupt) stops recording and keeps what was recorded. Returns the finished :class:`LiveDriver` (counts, missing)."""
     from tqdm.auto import tqdm

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from reenact.errors import InputError
+from reenact.options import OutputOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.avatar import Avatar
@@ -149,7 +150,7 @@ class LiveRun:
 
     def __init__(self, avatar: "Avatar", frames: Iterable[np.ndarray], fps: float, *, paced: bool,
                  into=None, shot: int = 0, out: str | os.PathLike | None = None, audio: np.ndarray | None = None,
-                 audio_rate: int = 16000, crf: int = 18, show: bool = False, overlay: bool = False,
+                 audio_rate: int = 16000, crf: int = OutputOptions.crf, show: bool = False, overlay: bool = False,
                  realtime: bool = True, queue_size: int = 2, progress: bool = True, source: str = "<stream>",
                  **drive_options):
         from puppeteer.drive import drive

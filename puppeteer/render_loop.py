@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from reenact.options import OutputOptions
+
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.avatar import Avatar
     from puppeteer.drive import Compositor
@@ -33,7 +35,7 @@ def default_batch(avatar: "Avatar") -> int:
 
 def render_video(avatar: "Avatar", points: np.ndarray, output: str | os.PathLike, fps: float, *,
                  compositor: "Compositor | None" = None, paste: Paste | None = None, audio: np.ndarray | None = None, audio_rate: int = 16000,
-                 crf: int = 18, batch_size: int | None = None, progress: bool = True,
+                 crf: int = OutputOptions.crf, batch_size: int | None = None, progress: bool = True,
                  timings: dict[str, float] | None = None) -> Path:
     """Render ``points`` ``(T, 68, 2)`` (crop pixels) with ``avatar`` and write ``output`` (H.264 mp4).
 

@@ -48,6 +48,7 @@ from typing import Iterable, Literal
 import numpy as np
 
 from reenact.geometry import compose, fit_similarity, invert, similarity_params, transform
+from reenact.options import NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, option
 
 #: Points that do not move with expression: nose bridge, nostrils' base, the four eye corners and the face
 #: contour at the ears (the jaw's hinge, which opening the mouth does not move). The contour points' lever arm
@@ -73,6 +74,12 @@ PARTS = ("pose", "expression", "mouth", "eyes")
 Mode = Literal["relative", "absolute"]
 
 
+def parse_parts(text: str | Iterable[str]) -> tuple[str, ...]:
+    """``"pose,mouth"`` (or an iterable) -> ``("pose", "mouth")``; ``"all"`` -> every part."""
+    items = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
+    return PARTS if items == ["all"] else tuple(items)
+
+
 @dataclass(frozen=True)
 class RetargetOptions:
     """How driver motion becomes avatar landmarks.
@@ -88,11 +95,16 @@ class RetargetOptions:
     max_eye_ratio: cap on how much wider than the avatar's own the eyes may open (driver opening / reference).
     """
 
-    mode: Mode = "relative"
-    parts: tuple[str, ...] = PARTS
-    reference: int | None = None
-    reference_window: float = 1.0
-    max_eye_ratio: float = 1.5
+    mode: Mode = option("relative", "relative (default): the driver's motion on the avatar's own face; absolute: "
+                                    "the driver's landmarks as they are (same person)", show_default=False)
+    parts: tuple[str, ...] = option(PARTS, "what follows the driver in relative mode: comma list of pose, "
+                                           "expression, mouth, eyes (default all; gaze is not available from 68 "
+                                           "landmarks)", type=parse_parts, show_default=False)
+    reference: int | None = option(None, "driver frame taken as neutral (default: mouth most closed, eyes most "
+                                         "open in the first reference-window seconds)", type=NON_NEGATIVE)
+    reference_window: float = option(1.0, "seconds searched for the reference frame", type=NON_NEGATIVE_FLOAT)
+    max_eye_ratio: float = option(1.5, "cap on how much wider than the avatar's own the eyes may open",
+                                  type=POSITIVE_FLOAT)
 
     def __post_init__(self):
         if self.mode not in ("relative", "absolute"):
@@ -110,11 +122,7 @@ class RetargetOptions:
         if not self.max_eye_ratio > 0:
             raise ValueError(f"max_eye_ratio must be > 0, got {self.max_eye_ratio}")
 
-    @staticmethod
-    def parse_parts(text: str | Iterable[str]) -> tuple[str, ...]:
-        """``"pose,mouth"`` (or an iterable) -> ``("pose", "mouth")``; ``"all"`` -> every part."""
-        items = [p.strip() for p in (text.split(",") if isinstance(text, str) else text) if p.strip()]
-        return PARTS if items == ["all"] else tuple(items)
+    parse_parts = staticmethod(parse_parts)
 
 
 # ----------------------------------------------------------------------------------------------- measures

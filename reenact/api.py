@@ -12,6 +12,7 @@ Importing this module is cheap: torch and the networks load on first use.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from finetune.avatar import Avatar
+    from finetune.personalize import FinetuneOptions
     from reenact.models.base_model import BaseModel
     from finetune.shots import ImageLike, LandmarksLike
     from reenact.landmarks.base import FaceLandmarks, LandmarkDetector
@@ -125,27 +127,27 @@ class Reenactor:
         return self.detector.detect_one(image, multiple=multiple, source=source)
 
     # -- personalisation ----------------------------------------------------------------------------
-    def personalize(self, images: "ImageLike | Sequence[ImageLike]", steps: int = 100,
+    def personalize(self, images: "ImageLike | Sequence[ImageLike]", steps: int | None = None,
                     landmarks: "LandmarksLike | Sequence[LandmarksLike]" = None,
-                    multiple: Literal["error", "largest"] = "error", progress: bool = True, seed: int = 0, *,
-                    lr_g: float | None = None, lr_d: float | None = None, batch_size: int = 4,
-                    augment: bool = True, g_encoding: str = "delta-int8", train: str = "all",
-                    lr_psi: float | None = None, warp_trust: float = 0.0, cropped: bool = False) -> "Avatar":
+                    multiple: Literal["error", "largest"] = "error", progress: bool | None = None,
+                    seed: int | None = None, *, options: "FinetuneOptions | None" = None,
+                    g_encoding: str = "delta-int8", cropped: bool = False, **finetune_options) -> "Avatar":
         """Make an avatar of the person in ``images`` (Zakharov et al. 2019, stage 2).
 
         images: one or more image paths or RGB uint8 ``(H, W, 3)`` arrays of the same person (photos,
             paintings, drawings); each is cropped like the training data.
-        steps: fine-tuning steps (FT); ``0`` is the feed-forward avatar (FF: ``psi = P e``, G unchanged).
+        steps: fine-tuning steps (FT; None: ``FinetuneOptions``' default); ``0`` is the feed-forward avatar (FF:
+            ``psi = P e``, G unchanged).
         landmarks: ``None`` to detect every face, or one entry per image: ``None`` (detect) or a ``(68, 2)``
             array / ``.npy`` file in that image's pixels (for faces the detector misses).
         multiple: with several faces in an image, ``"error"`` (MultipleFacesError) or ``"largest"``.
         progress: tqdm bar with ETA. seed: augmentation / sampling seed.
-        lr_g, lr_d: learning rates (default: the base model's stage-1 rates). batch_size: augmented shots per
-            step. augment: mirror flips + small zoom/shift. g_encoding: how the fine-tuned generator is stored
-            (``"delta-int8"``, ``"delta-fp16"`` or ``"fp16"``; see ``finetune.avatar``).
-        train: ``"all"`` (G and psi', the paper) or ``"psi"`` (psi' alone, G kept: a small avatar file, and the
-            warp-guided G's mask and flow stay as meta-learned). lr_psi: psi's learning rate (default lr_g).
-            warp_trust: weight of a penalty on the warp-guided G's painted share (0: off).
+        options: a ``finetune.personalize.FinetuneOptions`` (default: its defaults); ``steps``, ``progress``,
+            ``seed`` and ``finetune_options`` (any of its fields by name: ``lr_g``, ``lr_d``, ``batch_size``,
+            ``augment``, ``train``, ``lr_psi``, ``warp_trust``...) given here replace its values. With
+            ``train="psi"`` the warp-guided G's mask and flow stay as meta-learned (a small avatar file).
+        g_encoding: how the fine-tuned generator is stored (``"delta-int8"``, ``"delta-fp16"`` or ``"fp16"``; see
+            ``finetune.avatar``).
         cropped: the images are already the model's crops (e.g. ``reenact prepare`` frames): not cropped again.
 
         Raises NoFaceError (with the hint to pass landmarks), MultipleFacesError, InputError (unreadable image,
@@ -157,14 +159,16 @@ class Reenactor:
 
         shots = load_shots(images, self.resolution, landmarks, multiple, detector=lambda: self.detector,
                            cropped=cropped)
+        given = {"steps": None if steps is None else int(steps), "progress": progress,
+                 "seed": None if seed is None else int(seed)}
+        finetune_options.update({k: v for k, v in given.items() if v is not None})
+        opts = dataclasses.replace(options or FinetuneOptions(), **finetune_options)
         if self.renderer == "photo":
             from finetune.photo_avatar import PhotoAvatar
 
-            return PhotoAvatar.personalize(self.base, shots, steps=int(steps), seed=int(seed), progress=progress,
-                                           g_encoding=g_encoding, **({} if lr_g is None else {"lr": lr_g}))
-        opts = FinetuneOptions(steps=int(steps), lr_g=lr_g, lr_d=lr_d, batch_size=batch_size, augment=augment,
-                               seed=int(seed), progress=progress, train=train, lr_psi=lr_psi,
-                               warp_trust=float(warp_trust))
+            return PhotoAvatar.personalize(self.base, shots, steps=int(opts.steps), seed=int(opts.seed),
+                                           progress=opts.progress, g_encoding=g_encoding,
+                                           **({} if opts.lr_g is None else {"lr": opts.lr_g}))
         result = personalize(self.base, shots, opts)
         return Avatar.from_personalization(self.base, shots, result, g_encoding=g_encoding)
 

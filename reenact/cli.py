@@ -1,7 +1,10 @@
 """`reenact` command line: thin subcommands over the Python API.
 
 Each subcommand parses its options and calls the same functions users import; imports are lazy so that
-`reenact --help` is instant.
+`reenact --help` is instant. The options that are fields of an option dataclass (``FinetuneOptions``,
+``RetargetOptions``, ``MotionOptions``, ``EvalOptions``, ``AppConfig``, ``PrepareOptions``, ``OutputOptions``) are
+generated from it by :mod:`reenact.options`, name, default and help declared once there; only a command's own
+arguments (inputs, outputs, sources) are written here.
 """
 from __future__ import annotations
 
@@ -9,17 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from reenact import validate
+from reenact.options import (AT_LEAST_1, DEVICE, FPS, NON_NEGATIVE, NON_NEGATIVE_FLOAT, PORT, POSITIVE_FLOAT, RATE,
+                             OutputOptions, add_options, from_args)
 
 
 def _cmd_prepare(a):
     from reenact.data.prepare import PrepareOptions, prepare_dataset
 
-    opts = PrepareOptions(size=a.size, frame_step=a.frame_step, crf=a.crf, crop_scale=a.crop_scale,
-                          keyframe_interval=a.keyframe_interval, min_frames=a.min_frames,
-                          keep_audio=not a.no_audio, max_seconds=a.max_seconds, backend=a.backend,
-                          regions=a.regions)
-    rep = prepare_dataset(a.src, a.out, opts, workers=a.workers, limit=a.limit, retry_skipped=a.retry_skipped)
+    rep = prepare_dataset(a.src, a.out, from_args(PrepareOptions, a), workers=a.workers, limit=a.limit,
+                          retry_skipped=a.retry_skipped)
     print(f"prepared {rep.done} clips in {rep.seconds:.1f} s ({rep.already} already done or skipped before), "
           f"skipped {len(rep.skipped)}")
     for key, why in sorted(rep.skipped.items()):
@@ -73,15 +74,15 @@ def _cmd_train(a):
 
 
 def _cmd_finetune(a):
+    from finetune.personalize import FinetuneOptions
     from reenact.api import Reenactor
 
     r = Reenactor.load(a.checkpoint, device=a.device)
     lmks = None
     if a.landmarks:
         lmks = [None if f == "-" else f for f in a.landmarks]
-    avatar = r.personalize(a.images, steps=a.steps, landmarks=lmks, multiple="largest" if a.largest else "error",
-                           progress=not a.no_progress, seed=a.seed, lr_g=a.lr_g, lr_d=a.lr_d,
-                           batch_size=a.batch_size, g_encoding=a.encoding)
+    avatar = r.personalize(a.images, landmarks=lmks, multiple="largest" if a.largest else "error",
+                           options=from_args(FinetuneOptions, a), g_encoding=a.encoding)
     out = avatar.save(a.output)
     print(f"{avatar} -> {out} ({out.stat().st_size} bytes)")
 
@@ -134,24 +135,14 @@ def _cmd_render(a):
                              "pass it with --source IMAGE")
         comp = Compositor(avatar, io.read_image(src), a.shot)
         pts = transform_points(pts, comp.matrix)  # image pixels -> the source's crop pixels
-    render_video(avatar, pts, a.output, a.fps, compositor=comp, crf=a.crf, batch_size=32, progress=not a.no_progress)
+    render_video(avatar, pts, a.output, a.fps, compositor=comp, crf=a.crf, batch_size=32, progress=a.progress)
     print(f"{len(pts)} frames -> {a.output}")
 
 
 def _cmd_eval(a):
     from reenact.metrics.evaluate import EvalOptions, results_markdown, run_eval
 
-    methods = tuple(m.strip() for m in (a.method or "").split(",") if m.strip())  # none: the protocol's default
-    opts = EvalOptions(protocol=a.protocol, methods=methods,
-                       shots=tuple(int(k) for k in a.shots.split(",") if k.strip()), ft_steps=a.ft_steps,
-                       ft_train=a.ft_train, ft_lr_psi=a.ft_lr_psi, ft_warp_trust=a.ft_warp_trust,
-                       checkpoint=a.checkpoint, clips=a.clips,
-                       frames_per_clip=a.frames_per_clip, split=a.split,
-                       seed=a.seed, device=a.device, warp_kind=a.warp_kind, fid_weights=a.fid_weights,
-                       render_cache=a.render_cache,
-                       grid_rows=a.grid_rows, sync_checkpoint=None if a.sync_expert == "none" else a.sync_expert,
-                       sync_seconds=a.sync_seconds, speech_model=a.speech_model)
-    rep = run_eval(a.data, a.out, opts)
+    rep = run_eval(a.data, a.out, from_args(EvalOptions, a))
     print(results_markdown(rep.results))
     print(f"wrote {', '.join(str(f) for f in rep.files)} in {rep.seconds:.0f} s")
 
@@ -161,9 +152,9 @@ def _drive_options(a):
     from reenact.errors import InputError
 
     try:
-        return RetargetOptions(mode=a.mode, parts=RetargetOptions.parse_parts(a.parts), reference=a.reference)
+        return from_args(RetargetOptions, a)
     except ValueError as e:
-        raise InputError("--mode/--parts/--reference", str(e)) from None
+        raise InputError("--mode/--parts/--reference/--max-eye-ratio", str(e)) from None
 
 
 def _drive(a, avatar, into, camera=None):
@@ -172,14 +163,14 @@ def _drive(a, avatar, into, camera=None):
 
     opts = _drive_options(a)
     if camera is not None:
-        live = record_live(avatar, camera, a.output, camera.fps, crf=a.crf, progress=not a.no_progress,
+        live = record_live(avatar, camera, a.output, camera.fps, crf=a.crf, progress=a.progress,
                            into=into, options=opts, smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval,
                            source=f"camera {a.camera}")
         print(f"{live.count} frames from camera {a.camera} -> {a.output} (no face in {len(live.missing)})")
         return
     res = puppeteer_video(avatar, a.driver, a.output, into=into, shot=getattr(a, "shot", 0), options=opts,
                           smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval, audio=not a.no_audio,
-                          crf=a.crf, max_frames=a.max_frames, progress=not a.no_progress)
+                          crf=a.crf, max_frames=a.max_frames, progress=a.progress)
     audio = f", {res.audio_seconds:.2f} s of audio" if res.audio_seconds is not None else ", no audio"
     held = f"; no face in {res.held} frame(s), interpolated" if res.held else ""
     print(f"{res.frames} frames at {res.fps:g} fps ({res.size[1]}x{res.size[0]}{audio}, reference frame "
@@ -195,14 +186,15 @@ def _open_camera(a):
 
 
 def _cmd_animate(a):
+    from finetune.personalize import FinetuneOptions
     from reenact import io
     from reenact.api import Reenactor
 
     _drive_options(a)  # bad options fail before the slow part
     camera = _open_camera(a)
     r = Reenactor.load(a.checkpoint, device=a.device)
-    avatar = r.personalize([a.portrait], steps=a.steps, landmarks=[a.landmarks] if a.landmarks else None,
-                           multiple="largest" if a.largest else "error", progress=not a.no_progress, seed=a.seed)
+    avatar = r.personalize([a.portrait], landmarks=[a.landmarks] if a.landmarks else None,
+                           multiple="largest" if a.largest else "error", options=from_args(FinetuneOptions, a))
     if a.save_avatar:
         avatar.save(a.save_avatar)
     _drive(a, avatar, None if a.crop else io.read_image(a.portrait), camera)
@@ -251,7 +243,7 @@ def _cmd_live(a):
     live = run_live(avatar, source, out=a.output, show=a.show, overlay=a.overlay, realtime=not a.no_realtime,
                     max_frames=a.max_frames, audio=not a.no_audio, into=into, shot=a.shot, options=opts,
                     smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval, queue_size=a.queue_size,
-                    crf=a.crf, progress=not a.no_progress)
+                    crf=a.crf, progress=a.progress)
     stats = live.run()
     where = f" -> {a.output}" if a.output and stats.written else ""
     print(f"{stats.summary()}; no face in {stats.missing}{where}")
@@ -266,31 +258,43 @@ def _add_drive_args(s) -> None:
     _add_motion_args(s)
 
 
-def _add_motion_args(s, reference_help: str = "driver frame taken as neutral (default: mouth most closed, eyes "
-                                              "most open in the first second)",
+def _add_motion_args(s, reference_help: str | None = None,
                      max_frames_help: str = "only the first n driver frames") -> None:
     """Options shared by the commands a driver's motion goes through (puppeteer, animate, live)."""
-    s.add_argument("--mode", choices=["relative", "absolute"], default="relative",
-                   help="relative (default): the driver's motion on the avatar's own face; absolute: the "
-                        "driver's landmarks as they are (same person)")
-    s.add_argument("--parts", default="all", help="what follows the driver in relative mode: comma list of pose, "
-                                                  "expression, mouth, eyes (default all; gaze is not available "
-                                                  "from 68 landmarks)")
-    s.add_argument("--reference", type=NON_NEGATIVE, default=None, help=reference_help)
+    _add_options(s, "puppeteer.retarget:RetargetOptions",
+                 help={"reference": reference_help} if reference_help else None)
     s.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the driver's landmarks")
     s.add_argument("--no-audio", action="store_true", help="do not copy the driver's audio")
     s.add_argument("--keyframe-interval", type=AT_LEAST_1, default=10, help="detect faces every n frames (default 10)")
     s.add_argument("--max-frames", type=AT_LEAST_1, default=None, help=max_frames_help)
+    _add_device_arg(s)
+    add_options(s, OutputOptions)
+
+
+def _add_device_arg(s) -> None:
     s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_watermark_arg(s)
+
+
+def _add_finetune_args(s, only=None) -> None:
+    _add_options(s, "finetune.personalize:FinetuneOptions", only=only)
+
+
+def _add_options(s: "_Parser", where: str, **kw) -> None:
+    """``add_options(s, module:Class, **kw)`` when ``s`` parses: a command's dataclass (and the stage that defines
+    it, torch included) is imported only when that command runs, so ``reenact --help`` stays instant."""
+    def add(parser):
+        import importlib
+
+        module, name = where.split(":")
+        add_options(parser, getattr(importlib.import_module(module), name), **kw)
+
+    s.pending.append(add)
 
 
 def _speech_args(a) -> dict:
     return {"audio": a.audio, "text": a.text, "voice": a.voice, "rate": a.rate, "checkpoint": a.checkpoint,
             "steps": a.steps, "device": a.device, "mouth_gain": a.mouth_gain, "speech_model": a.speech_model,
-            "seed": a.seed, "crf": a.crf, "progress": not a.no_progress}
+            "seed": a.seed, "crf": a.crf, "progress": a.progress}
 
 
 def _cmd_speak(a):
@@ -298,7 +302,7 @@ def _cmd_speak(a):
     from puppeteer.audio.speak import speak
 
     kw = _speech_args(a)
-    motion = MotionOptions(strength=a.motion, seed=a.seed)
+    motion = from_args(MotionOptions, a)  # --seed seeds the motion too
     r = speak(a.portrait, a.output, fps=a.fps, motion=motion, crop=a.crop, landmarks=a.landmarks, **kw)
     print(f"wrote {r.output}: {r.frames} frames at {r.fps:g} fps, {r.audio_seconds:.2f} s of speech")
 
@@ -328,20 +332,11 @@ def _add_speech_args(s) -> None:
     s.add_argument("--voice", default="en", help="eSpeak NG voice for --text (default en)")
     s.add_argument("--rate", type=RATE, default=150, help="speaking rate for --text, words per minute (default 150)")
     s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--steps", type=NON_NEGATIVE, default=100,
-                   help="fine-tuning steps, 0 for feed-forward (default 100)")
+    _add_finetune_args(s, only=("steps", "seed"))
     s.add_argument("--speech-model", metavar="DIR", help="audio-to-landmark checkpoint (default: the shipped one)")
     s.add_argument("--mouth-gain", type=NON_NEGATIVE_FLOAT, default=1.0, help="scale of the mouth motion (default 1)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_watermark_arg(s)
-
-
-def _add_watermark_arg(s) -> None:
-    s.add_argument("--no-watermark", action="store_true",
-                   help="do not embed the invisible watermark (the file's provenance record says it was turned off)")
+    _add_device_arg(s)
+    add_options(s, OutputOptions)
 
 
 def _cmd_verify(a):
@@ -358,62 +353,36 @@ def _cmd_verify(a):
 def _cmd_app(a):
     from reenact.app import AppConfig, launch
 
-    cfg = AppConfig(checkpoint=a.checkpoint, device=a.device, max_upload_mb=a.max_upload_mb,
-                    max_seconds=a.max_seconds, max_text_chars=a.max_text_chars, examples=a.examples,
-                    concurrency=a.concurrency, queue_size=a.queue_size)
-    launch(cfg, host=a.host, port=a.port, share=a.share)
+    launch(from_args(AppConfig, a), host=a.host, port=a.port, share=a.share)
 
 
 def _provenance_scope(a):
     """Commands that write synthetic media stamp everything they write; ``--no-watermark`` is recorded."""
     import contextlib
 
-    if not hasattr(a, "no_watermark"):
+    if not hasattr(a, "watermark"):
         return contextlib.nullcontext()
     from reenact.provenance import Provenance, using
 
-    return using(Provenance(watermark=not a.no_watermark, operation=a.command,
-                            watermark_off_reason="--no-watermark" if a.no_watermark else None))
+    return using(Provenance(watermark=a.watermark, operation=a.command,
+                            watermark_off_reason=None if a.watermark else "--no-watermark"))
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line (command, option, problem) with exit status 2, instead of the usage text first."""
+    """Usage errors in one line (command, option, problem) with exit status 2, instead of the usage text first.
+    ``pending``: functions adding arguments, called with the parser when it first parses (see _add_options)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pending: list = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        while self.pending:
+            self.pending.pop(0)(self)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _checked(convert, check, *limits):
-    """An argparse type: ``convert`` the text, then ``check(value, *limits, name)`` (``reenact.validate``), so
-    the command line refuses a bad value by the same rule as the Python API, before any work starts."""
-    def parse(text: str):
-        from reenact.errors import InputError
-
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        try:
-            check(value, *limits, name="value")
-        except InputError as e:
-            raise argparse.ArgumentTypeError(e.problem) from None
-        return value
-
-    parse.__name__ = getattr(convert, "__name__", "value")
-    return parse
-
-
-AT_LEAST_1 = _checked(int, validate.at_least, 1)
-NON_NEGATIVE = _checked(int, validate.at_least, 0)
-NON_NEGATIVE_FLOAT = _checked(float, validate.at_least, 0)
-POSITIVE_FLOAT = _checked(float, validate.positive)
-CRF = _checked(int, validate.crf)
-FPS = _checked(float, validate.fps)
-RATE = _checked(int, validate.between, *validate.SPEECH_RATE)
-MOTION = _checked(float, validate.between, 0, 1)
-PORT = _checked(int, validate.between, 0, 65535)
-DEVICE = _checked(str, validate.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,17 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Resumable: a rerun skips finished clips.")
     s.add_argument("src")
     s.add_argument("out")
-    s.add_argument("--size", type=AT_LEAST_1, default=256, help="crop side in pixels (default 256)")
-    s.add_argument("--frame-step", type=AT_LEAST_1, default=2, help="store every n-th crop (default 2)")
-    s.add_argument("--crf", type=CRF, default=20, help="H.264 quality of stored crops (default 20)")
-    s.add_argument("--crop-scale", type=POSITIVE_FLOAT, default=1.8, help="crop side / landmark extent (default 1.8)")
-    s.add_argument("--keyframe-interval", type=AT_LEAST_1, default=10, help="detect faces every n frames (default 10)")
-    s.add_argument("--min-frames", type=AT_LEAST_1, default=16, help="skip clips with fewer face frames (default 16)")
-    s.add_argument("--max-seconds", type=NON_NEGATIVE_FLOAT, default=0.0, help="only the first seconds of each clip")
-    s.add_argument("--no-audio", action="store_true", help="do not keep the audio track")
-    s.add_argument("--backend", default="dlib", help="landmark backend (default dlib)")
-    s.add_argument("--regions", default="mouth",
-                   help="region crops cut from the frames at their own resolution, comma list (default mouth; '' none)")
+    _add_options(s, "reenact.data.prepare:PrepareOptions")
     s.add_argument("--workers", type=AT_LEAST_1, default=None, help="parallel workers (default: all cores)")
     s.add_argument("--limit", type=AT_LEAST_1, default=None, help="only the first n clips")
     s.add_argument("--retry-skipped", action="store_true", help="try clips skipped by an earlier run again")
@@ -466,20 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="avatar file to write (.safetensors)")
     s.add_argument("--checkpoint", help="meta-learned checkpoint (run folder, checkpoints folder or step folder; "
                                         "default: the bundled model)")
-    s.add_argument("--steps", type=NON_NEGATIVE, default=100,
-                   help="fine-tuning steps, 0 for feed-forward (default 100)")
     s.add_argument("--landmarks", nargs="+", metavar="F.npy",
                    help="a (68, 2) landmarks .npy per image, '-' to detect that one (for faces the detector misses)")
     s.add_argument("--largest", action="store_true", help="with several faces in an image, take the largest")
-    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=AT_LEAST_1, default=4, help="augmented shots per step (default 4)")
-    s.add_argument("--lr-g", type=POSITIVE_FLOAT, default=None, help="generator learning rate (default: the model's)")
-    s.add_argument("--lr-d", type=POSITIVE_FLOAT, default=None,
-                   help="discriminator learning rate (default: the model's)")
+    _add_device_arg(s)
     s.add_argument("--encoding", default="delta-int8", choices=["delta-int8", "delta-fp16", "fp16"],
                    help="storage of the fine-tuned generator (default delta-int8, the smallest)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_finetune_args(s)
     s.set_defaults(func=_cmd_finetune)
 
     s = sub.add_parser("render", help="render an avatar from a landmark sequence to a video",
@@ -494,10 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", help="with --full: the source image (default: the path recorded in the avatar)")
     s.add_argument("--shot", type=NON_NEGATIVE, default=0, help="with --full: which source image (default 0)")
     s.add_argument("--checkpoint", help="base model (default: the one recorded in the avatar, else the bundled one)")
-    s.add_argument("--device", type=DEVICE, default="auto", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--crf", type=CRF, default=18, help="H.264 quality (default 18)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_watermark_arg(s)
+    _add_device_arg(s)
+    add_options(s, OutputOptions)
     s.set_defaults(func=_cmd_render)
 
     s = sub.add_parser("eval", help="evaluate methods by self-, cross-reenactment or speech on a prepared dataset",
@@ -506,38 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Speech: drive each held-out clip's first frame with the clip's own audio "
                                    "(mouth distance to the real track, AV sync, blinks; rendered too with "
                                    "--checkpoint). Writes results.json, results.md and grid images to --out.")
-    s.add_argument("--protocol", choices=["self", "cross", "speech", "user"], default="self",
-                   help="user: the user's path, full-resolution photos from the original videos, outputs pasted "
-                        "back and scored on full frames")
     s.add_argument("--data", required=True, help="prepared dataset folder (from `reenact prepare`)")
-    s.add_argument("--method", help="comma list of static, warp, model (default static,warp); user protocol: "
-                                    "static, warp-crop, model (the bundled default without --checkpoint), ...")
-    s.add_argument("--checkpoint", help="meta-learned checkpoint for --method model (speech: renders the portrait)")
-    s.add_argument("--shots", default="1,8", help="comma list of K source frames (default 1,8)")
-    s.add_argument("--ft-steps", type=NON_NEGATIVE, default=0, help="fine-tuning steps for the model (0: feed-forward)")
-    s.add_argument("--ft-train", choices=["all", "psi"], default="all",
-                   help="what fine-tuning trains: all (G and psi', the paper) or psi (psi' alone)")
-    s.add_argument("--ft-lr-psi", type=POSITIVE_FLOAT, default=None,
-                   help="psi's fine-tuning learning rate (default: lr_g)")
-    s.add_argument("--ft-warp-trust", type=NON_NEGATIVE_FLOAT, default=0.0,
-                   help="fine-tuning penalty on the warp-guided G's painted share (0: off)")
-    s.add_argument("--clips", type=AT_LEAST_1, default=None, help="at most this many clips (seeded random subset)")
-    s.add_argument("--frames-per-clip", type=AT_LEAST_1, default=8, help="target frames per clip (default 8)")
-    s.add_argument("--split", choices=["val", "train", "all"], default="val",
-                   help="clips of the held-out identities (val, default), the others, or all")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", type=DEVICE, default="cpu", help="cpu or cuda[:N] for the warp and the model")
-    s.add_argument("--warp-kind", choices=["pa", "tps"], default="pa",
-                   help="warp method's interpolation: piecewise-affine (default) or thin-plate spline")
-    s.add_argument("--fid-weights", help="local Inception-v3 weights for FID (otherwise FID is unavailable)")
-    s.add_argument("--render-cache", help="folder of outputs rendered elsewhere by `python -m "
-                                          "reenact.metrics.render_cache` (read; missing entries are rendered)")
-    s.add_argument("--grid-rows", type=AT_LEAST_1, default=8, help="target frames shown in the grid images")
-    s.add_argument("--sync-expert", default="default",
-                   help="lip-sync expert checkpoint for AV sync (default: the shipped one; none: off, self only)")
-    s.add_argument("--sync-seconds", type=NON_NEGATIVE_FLOAT, default=3.0,
-                   help="self: AV sync of a rendered segment this long per method (0: only the real tracks)")
-    s.add_argument("--speech-model", help="speech: audio-to-landmark checkpoint (default: the shipped one)")
+    _add_options(s, "reenact.metrics.evaluate:EvalOptions")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=_cmd_eval)
 
@@ -549,11 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("portrait", help="photo (or painting) of the person to animate")
     _add_drive_args(s)
     s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--steps", type=NON_NEGATIVE, default=100,
-                   help="fine-tuning steps, 0 for feed-forward (default 100)")
+    _add_finetune_args(s, only=("steps", "seed"))
     s.add_argument("--landmarks", metavar="F.npy", help="the portrait's (68, 2) landmarks, if detection fails")
     s.add_argument("--largest", action="store_true", help="with several faces in the portrait, take the largest")
-    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--save-avatar", metavar="F.safetensors", help="also save the avatar")
     s.set_defaults(func=_cmd_animate)
 
@@ -598,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("portrait", help="photo (or painting) of the person")
     _add_speech_args(s)
     s.add_argument("--fps", type=FPS, default=25.0, help="frame rate (default 25)")
-    s.add_argument("--motion", type=MOTION, default=1.0, help="natural motion strength, 0 (none) to 1 (default)")
+    _add_options(s, "puppeteer.audio.motion:MotionOptions", exclude=("seed",))  # --seed seeds the motion too
     s.add_argument("--crop", action="store_true", help="write the rendered face crop only (no paste-back)")
     s.add_argument("--landmarks", metavar="F.npy", help="the portrait's (68, 2) landmarks, if detection fails")
     s.set_defaults(func=_cmd_speak)
@@ -632,19 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Starts a Gradio app on http://127.0.0.1:7860 (local only unless --host says "
                                    "otherwise). One job runs at a time (CPU, or the GPU when there is one); others "
                                    "wait in a queue.")
-    s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
-    s.add_argument("--device", type=DEVICE, default="auto",
-                   help="auto (default: the GPU when present), cpu, cuda, cuda:N")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=PORT, default=7860)
     s.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
-    s.add_argument("--max-upload-mb", type=POSITIVE_FLOAT, default=50.0, help="largest upload accepted (default 50 MB)")
-    s.add_argument("--max-seconds", type=POSITIVE_FLOAT, default=30.0,
-                   help="longest driver video or speech accepted, in seconds (default 30)")
-    s.add_argument("--max-text-chars", type=AT_LEAST_1, default=500, help="longest text for speech (default 500)")
-    s.add_argument("--examples", metavar="DIR", help="folder of example portraits offered in the page")
-    s.add_argument("--concurrency", type=AT_LEAST_1, default=1, help="jobs run at once (default 1)")
-    s.add_argument("--queue-size", type=AT_LEAST_1, default=16, help="jobs that may wait (default 16)")
+    _add_options(s, "reenact.app.handlers:AppConfig")
     s.set_defaults(func=_cmd_app)
     return p
 

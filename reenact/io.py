@@ -27,6 +27,7 @@ import numpy as np
 
 from reenact.errors import InputError, MediaError
 from reenact.filekind import still_image_kind as _still_image_kind
+from reenact.options import OutputOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as _PILImage
@@ -638,7 +639,7 @@ class VideoWriter:
       ``reenact.provenance.using()`` only; ``None`` never does (real footage). See :mod:`reenact.provenance`.
     """
 
-    def __init__(self, path: PathLike, fps: float | Fraction, *, crf: int = 18, audio=None,
+    def __init__(self, path: PathLike, fps: float | Fraction, *, crf: int = OutputOptions.crf, audio=None,
                  audio_rate: int = 16000, preset: str = "medium", audio_bitrate: int = 96_000,
                  provenance="auto"):
         self.path = Path(path)
@@ -807,7 +808,7 @@ class VideoWriter:
 
 
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float | Fraction, audio=None,
-                audio_rate: int = 16000, crf: int = 18, provenance="auto") -> Path:
+                audio_rate: int = 16000, crf: int = OutputOptions.crf, provenance="auto") -> Path:
     """Write frames (an iterable of RGB uint8 ``(H, W, 3)``, or a ``(T, H, W, 3)`` array) to an H.264 mp4.
 
     See :class:`VideoWriter` for sizes, audio, atomicity and ``provenance``. Returns ``path``.

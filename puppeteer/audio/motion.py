@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reenact.landmarks.parts import LEFT_EYE, RIGHT_EYE
+from reenact.options import NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, UNIT, option
 
 BROWS = np.arange(17, 27)
 
@@ -27,19 +28,21 @@ BROWS = np.arange(17, 27)
 class MotionOptions:
     """What :func:`add_natural_motion` adds. Amplitudes are at ``strength=1``."""
 
-    strength: float = 1.0
-    blinks: bool = True
-    head: bool = True
-    brows: bool = True
-    blink_rate: float = 17.0  # per minute (adults at rest / talking: ~15-20, Vougioukas et al. 2019)
-    blink_duration: tuple[float, float] = (0.15, 0.35)  # seconds, uniform
-    blink_regularity: float = 3.0  # gamma shape of the intervals: 1 = Poisson, higher = more regular
-    head_rotation: float = 1.5  # degrees, RMS of the in-plane rotation
-    head_translation: float = 0.025  # RMS, in eye distances
-    head_scale: float = 0.008  # RMS relative scale change
-    head_max_hz: float = 0.5  # fastest component of the head motion
-    brow_raise: float = 0.05  # in eye distances, at full emphasis
-    seed: int = 0
+    strength: float = option(1.0, "natural motion strength, 0 (none) to 1", flag="--motion", type=UNIT)
+    blinks: bool = option(True, "no blinks")
+    head: bool = option(True, "no head motion")
+    brows: bool = option(True, "no brow raises")
+    blink_rate: float = option(17.0, "blinks per minute (adults at rest / talking: ~15-20, Vougioukas et al. "
+                                     "2019)", type=NON_NEGATIVE_FLOAT)
+    blink_duration: tuple[float, float] = option((0.15, 0.35), "blink length in seconds: min,max (uniform)")
+    blink_regularity: float = option(3.0, "gamma shape of the intervals between blinks: 1 = Poisson, higher = "
+                                          "more regular", type=POSITIVE_FLOAT)
+    head_rotation: float = option(1.5, "degrees, RMS of the in-plane head rotation", type=NON_NEGATIVE_FLOAT)
+    head_translation: float = option(0.025, "RMS head translation, in eye distances", type=NON_NEGATIVE_FLOAT)
+    head_scale: float = option(0.008, "RMS relative head scale change", type=NON_NEGATIVE_FLOAT)
+    head_max_hz: float = option(0.5, "fastest component of the head motion, Hz", type=POSITIVE_FLOAT)
+    brow_raise: float = option(0.05, "brow raise in eye distances, at full emphasis", type=NON_NEGATIVE_FLOAT)
+    seed: int = option(0, "random seed of the motion")
 
     def __post_init__(self):
         if not 0.0 <= self.strength <= 1.0:

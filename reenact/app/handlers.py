@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+from reenact.options import AT_LEAST_1, DEVICE, NON_NEGATIVE, POSITIVE_FLOAT, option
+
 if TYPE_CHECKING:  # pragma: no cover
     from reenact.api import Reenactor
 
@@ -54,20 +56,24 @@ class AppConfig:
     after keep_hours too).
     """
 
-    checkpoint: str | os.PathLike | None = None
-    device: str = "auto"
-    max_upload_mb: float = 50.0
-    max_seconds: float = 30.0
-    max_text_chars: int = 500
-    max_pixels: int = 25_000_000
-    max_steps: int = 300
-    max_shots: int = 8
-    examples: str | os.PathLike | None = None
-    concurrency: int = 1
-    queue_size: int = 16
-    work_dir: str | os.PathLike | None = None
-    keep_hours: float = 6.0
-    voices: Sequence[str] = field(default_factory=lambda: ("en", "en-us", "de", "fr", "es", "it"))
+    checkpoint: str | os.PathLike | None = option(None, "meta-learned checkpoint (default: the bundled model)")
+    device: str = option("auto", "auto (the GPU when present), cpu, cuda, cuda:N", type=DEVICE)
+    max_upload_mb: float = option(50.0, "largest upload accepted, MB", type=POSITIVE_FLOAT)
+    max_seconds: float = option(30.0, "longest driver video or speech accepted, in seconds", type=POSITIVE_FLOAT)
+    max_text_chars: int = option(500, "longest text for speech", type=AT_LEAST_1)
+    max_pixels: int = option(25_000_000, "largest image accepted, in pixels", type=AT_LEAST_1)
+    max_steps: int = option(300, "most fine-tuning steps a job may ask for", type=NON_NEGATIVE)
+    max_shots: int = option(8, "most photos a job may personalise on", type=AT_LEAST_1)
+    examples: str | os.PathLike | None = option(None, "folder of example portraits offered in the page",
+                                                metavar="DIR")
+    concurrency: int = option(1, "jobs run at once", type=AT_LEAST_1)
+    queue_size: int = option(16, "jobs that may wait", type=AT_LEAST_1)
+    work_dir: str | os.PathLike | None = option(None, "where outputs are written (default: a new private "
+                                                      "temporary folder, deleted when the app stops)", metavar="DIR")
+    keep_hours: float = option(6.0, "outputs older than this are deleted when a new job starts",
+                               type=POSITIVE_FLOAT)
+    voices: Sequence[str] = option(help="comma list of eSpeak NG voices offered for text",
+                                   default_factory=lambda: ("en", "en-us", "de", "fr", "es", "it"))
 
 
 @dataclass
@@ -310,9 +316,10 @@ class Handlers:
         progress(1.0, "done")
         return Outcome(out, f"{msg}. {self._stamp_note(watermark)}", proof, timings)
 
-    def personalise(self, photos: Sequence, *, steps: int = 100, progress: Progress = _no_progress,
+    def personalise(self, photos: Sequence, *, steps: int | None = None, progress: Progress = _no_progress,
                     session: str | None = None) -> Outcome:
-        """Photos of one person -> an avatar file (``.safetensors``) to download."""
+        """Photos of one person -> an avatar file (``.safetensors``) to download (``steps`` None: the
+        ``FinetuneOptions`` default)."""
         progress(0.0, "checking the uploads")
         photos = [p for p in (photos or []) if p is not None]
         if not photos:
@@ -320,6 +327,10 @@ class Handlers:
         if len(photos) > self.config.max_shots:
             raise UserError(f"{len(photos)} photos; this app uses up to {self.config.max_shots}")
         paths = [self._image(p, f"photo {i + 1}")[0] for i, p in enumerate(photos)]
+        if steps is None:
+            from finetune.personalize import FinetuneOptions
+
+            steps = FinetuneOptions().steps
         steps = self._steps(steps)
         progress(0.1, "loading the model")
         r = self.reenactor()

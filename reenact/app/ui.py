@@ -49,6 +49,8 @@ def build(handlers: Handlers) -> "gr.Blocks":
     """The page. Handler errors become ``gr.Error`` messages (shown in the page, no traceback)."""
     import gradio as gr
 
+    from finetune.personalize import FinetuneOptions
+
     cfg = handlers.config
     steps_kw = dict(minimum=0, maximum=cfg.max_steps, step=10)
 
@@ -122,8 +124,8 @@ def build(handlers: Handlers) -> "gr.Blocks":
                 with gr.Column():
                     photos = gr.File(label="Photos of one person (1 to %d)" % cfg.max_shots, file_count="multiple",
                                      file_types=["image"], elem_id="photos")
-                    p_steps = gr.Slider(value=min(100, cfg.max_steps), label="Fine-tuning steps", elem_id="p_steps",
-                                        **steps_kw)
+                    p_steps = gr.Slider(value=min(FinetuneOptions().steps, cfg.max_steps), label="Fine-tuning steps",
+                                        elem_id="p_steps", **steps_kw)
                     p_go = gr.Button("Make the avatar", variant="primary", elem_id="personalise_button")
                 with gr.Column():
                     avatar_out = gr.File(label="Avatar file (download)", interactive=False, elem_id="avatar_file")

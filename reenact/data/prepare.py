@@ -22,6 +22,7 @@ import numpy as np
 from reenact.crop import CropParams, box_from_points, crop_image, crop_matrix, smooth_boxes, transform_points
 from reenact.data.format import FORMAT, VERSION, ClipRecord, pack_meta, read_index
 from reenact.errors import InputError
+from reenact.options import AT_LEAST_1, CRF, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, UNIT, option
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 SHARD_BYTES = 1 << 30  # start a new shard file after 1 GiB
@@ -31,17 +32,20 @@ SHARD_BYTES = 1 << 30  # start a new shard file after 1 GiB
 class PrepareOptions:
     """Options of `prepare` (each a CLI flag of `reenact prepare`)."""
 
-    size: int = 256  # crop side in pixels
-    frame_step: int = 2  # store every n-th crop (landmarks are kept for every frame)
-    crf: int = 20  # H.264 quality of the stored crops (lower is better and bigger)
-    crop_scale: float = 1.8  # crop side / landmarks' extent
-    keyframe_interval: int = 10  # face detection every n frames, landmark fitting on all
-    min_frames: int = 16  # shorter clips (in source frames with a face) are skipped
-    min_face_fraction: float = 0.5  # clips with a face in fewer frames are skipped
-    keep_audio: bool = True
-    max_seconds: float = 0.0  # >0: use only the first seconds of each clip
-    backend: str = "dlib"
-    regions: str = "mouth"  # comma list of region crops cut from the frames too (reenact.data.regions); "": none
+    size: int = option(256, "crop side in pixels", type=AT_LEAST_1)
+    frame_step: int = option(2, "store every n-th crop (landmarks are kept for every frame)", type=AT_LEAST_1)
+    crf: int = option(20, "H.264 quality of the stored crops (lower is better and bigger)", type=CRF)
+    crop_scale: float = option(1.8, "crop side / landmark extent", type=POSITIVE_FLOAT)
+    keyframe_interval: int = option(10, "detect faces every n frames (landmark fitting on all)", type=AT_LEAST_1)
+    min_frames: int = option(16, "skip clips with fewer frames with a face", type=AT_LEAST_1)
+    min_face_fraction: float = option(0.5, "skip clips with a face in a smaller fraction of their frames",
+                                      type=UNIT)
+    keep_audio: bool = option(True, "do not keep the audio track", flag="--no-audio")
+    max_seconds: float = option(0.0, "only the first seconds of each clip (0: all)", type=NON_NEGATIVE_FLOAT,
+                                show_default=False)
+    backend: str = option("dlib", "landmark backend")
+    regions: str = option("mouth", "region crops cut from the frames at their own resolution, comma list "
+                                   "(reenact.data.regions; '' none)")
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,16 @@ from reenact.metrics.harness import (RIGID, SELF_METRICS, TITLES, CachedRenderer
                                      self_metrics, start_run, stored_points, write_results)
 # the crop methods' renderers, for the scripts that use them from here (benchmarks/)
 from reenact.metrics.harness import ModelRenderer, StaticRenderer, WarpRenderer  # noqa: F401
+from reenact.options import AT_LEAST_1, DEVICE, NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE_FLOAT, UNIT, option
 
 Protocol_ = Literal["self", "cross", "speech", "user"]
+
+
+def _none_or_path(text: str) -> str | None:
+    """``--sync-expert``: ``none`` turns AV sync off."""
+    return None if text == "none" else text
+
+
 METHODS = ("static", "warp", "model")  # of the crop protocols; the user protocol's: ``userpath.METHODS``
 
 CROSS_METRICS = ("acd", "csim", "sface_sim", "acd_driver", "lmd_mouth", "pose_err", "cpbd")
@@ -78,29 +86,41 @@ class EvalOptions:
     ``methods`` are not used and ``checkpoint``, when given, renders the driven portrait.
     """
 
-    protocol: Protocol_ = "self"
-    methods: tuple[str, ...] = ()
-    shots: tuple[int, ...] = (1, 8)
-    ft_steps: int = 0
-    checkpoint: str | None = None
-    clips: int | None = None
-    frames_per_clip: int = 8
-    split: Literal["val", "train", "all"] = "val"
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "cpu"
-    warp_kind: str = "pa"
-    fid_weights: str | None = None
-    grid_rows: int = 8
-    batch_size: int = 16
-    progress: bool = True
-    render_cache: str | None = None  # folder of stored outputs (``reenact.metrics.render_cache``): read, else fill
-    sync_checkpoint: str | None = "default"
-    sync_seconds: float = 3.0
-    speech_model: str | None = None
-    ft_train: str = "all"  # what fine-tuning trains: "all" (G and psi') or "psi" (psi' alone)
-    ft_lr_psi: float | None = None  # psi's fine-tuning learning rate (None: the model's lr_g)
-    ft_warp_trust: float = 0.0  # fine-tuning penalty on the warp-guided G's painted share (0: off)
+    protocol: Protocol_ = option("self", "user: the user's path, full-resolution photos from the original videos, "
+                                         "outputs pasted back and scored on full frames")
+    methods: tuple[str, ...] = option((), "comma list of static, warp, model (default static,warp); user protocol: "
+                                          "static, warp-crop, model (the bundled default without --checkpoint), "
+                                          "...", flag="--method")
+    shots: tuple[int, ...] = option((1, 8), "comma list of K source frames")
+    ft_steps: int = option(0, "fine-tuning steps for the model (0: feed-forward)", type=NON_NEGATIVE)
+    checkpoint: str | None = option(None, "meta-learned checkpoint for --method model (speech: renders the "
+                                          "portrait)")
+    clips: int | None = option(None, "at most this many clips (seeded random subset)", type=AT_LEAST_1)
+    frames_per_clip: int = option(8, "target frames per clip", type=AT_LEAST_1)
+    split: Literal["val", "train", "all"] = option("val", "clips of the held-out identities (val), the others, or "
+                                                          "all")
+    val_fraction: float = option(0.1, "fraction of the identities held out", type=UNIT)
+    seed: int = option(0, "seed of the clip subset and the frame choice")
+    device: str = option("cpu", "cpu or cuda[:N] for the warp and the model", type=DEVICE)
+    warp_kind: str = option("pa", "warp method's interpolation: piecewise-affine (pa) or thin-plate spline (tps)",
+                            choices=("pa", "tps"))
+    fid_weights: str | None = option(None, "local Inception-v3 weights for FID (otherwise FID is unavailable)")
+    grid_rows: int = option(8, "target frames shown in the grid images", type=AT_LEAST_1)
+    batch_size: int = option(16, "images per rendering batch", type=AT_LEAST_1)
+    progress: bool = option(True, "no progress bars")
+    render_cache: str | None = option(None, "folder of outputs rendered elsewhere by `python -m "
+                                            "reenact.metrics.render_cache` (read; missing entries are rendered)")
+    sync_checkpoint: str | None = option("default", "lip-sync expert checkpoint for AV sync (default: the shipped "
+                                                    "one; none: off, self only)", flag="--sync-expert",
+                                         type=_none_or_path, show_default=False)
+    sync_seconds: float = option(3.0, "self: AV sync of a rendered segment this long per method (0: only the real "
+                                      "tracks)", type=NON_NEGATIVE_FLOAT)
+    speech_model: str | None = option(None, "speech: audio-to-landmark checkpoint (default: the shipped one)")
+    ft_train: str = option("all", "what fine-tuning trains: all (G and psi', the paper) or psi (psi' alone)",
+                           choices=("all", "psi"))
+    ft_lr_psi: float | None = option(None, "psi's fine-tuning learning rate (default: lr_g)", type=POSITIVE_FLOAT)
+    ft_warp_trust: float = option(0.0, "fine-tuning penalty on the warp-guided G's painted share (0: off)",
+                                  type=NON_NEGATIVE_FLOAT)
 
     def __post_init__(self):
         if self.protocol not in ("self", "cross", "speech", "user"):
