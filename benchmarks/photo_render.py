@@ -11,8 +11,11 @@ real clip (dlib on its frames, mapped onto the portrait's face by one similarity
 timing). ``--export-inputs`` writes the photo, its landmarks and the target landmarks to an .npz; ``--inputs``
 reads them (without it, they are computed here with dlib). For each batch size: frames/s of the whole path
 (``PhotoRenderer.render``; torch backend: frames left on the device, ``as_tensor=True``, timed with
-``torch.cuda.synchronize``) after warm-up, and ms per frame at batch 1. ``--stages`` adds the numpy backend's
-per-stage median ms at batch 1 (warp, region crop + drawing, G, paste). Without --checkpoint: the default region
+``torch.cuda.synchronize``) after warm-up, and ms per frame at batch 1. ``--stages`` adds per-stage median ms: the
+numpy backend's at batch 1 (warp, region crop + drawing, G, paste), the torch backend's at each batch size (plan,
+geometry, G, paste, write; each stage synced). ``--compile all`` compiles the torch backend's per-batch core
+(``--compile-mode reduce-overhead`` for inductor's CUDA graphs); ``--cuda-graphs`` replays it from CUDA graphs
+without compiling. Without --checkpoint: the default region
 config with random weights (same cost as trained).
 """
 from __future__ import annotations
@@ -106,6 +109,37 @@ def stages(r, photo, targets, spec, size, G, psi, dev) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def torch_stages(r, targets: np.ndarray, batch: int, dev, reps: int = 10) -> dict[str, float]:
+    """The torch backend's median ms per stage for a batch, each stage closed by a device sync (so the sum is a
+    little above the pipelined total): plan (region maps, footprints, the one host sync), geometry (point
+    location, maps, photo read, face blend, crops, drawings, supports), G, paste (crop boxes), write (the box
+    into a clone of the photo)."""
+    n = -(-batch // len(targets))
+    tg = torch.from_numpy(np.ascontiguousarray(np.concatenate([targets] * n)[:batch])).to(dev)
+    r.torch_warp  # noqa: B018
+    names = ("plan", "geometry", "G", "paste", "write", "total")
+    times = {k: [] for k in names}
+    with torch.inference_mode():
+        for _ in range(reps + 2):
+            t = [time.perf_counter()]
+            m, off, box_lo, (h, w, bh, bw, interp), (x0, y0) = r._torch_plan(tg)
+            sync(dev); t.append(time.perf_counter())
+            roi, crops, draws, sup = r._torch_geometry(tg, m, off, box_lo, h, w)
+            sync(dev); t.append(time.perf_counter())
+            rgb, alpha = r._torch_generate(crops, draws, sup)
+            sync(dev); t.append(time.perf_counter())
+            box = r._torch_paste(roi, rgb, alpha, m, off, box_lo, bh, bw, interp)
+            sync(dev); t.append(time.perf_counter())
+            out = r._torch_frame.expand(batch, -1, -1, -1).clone()
+            out[:, y0:y0 + h, x0:x0 + w] = box
+            sync(dev); t.append(time.perf_counter())
+            for k, a, b in zip(names, t[:-1], t[1:]):
+                times[k].append((b - a) * 1000)
+            times["total"].append((t[-1] - t[0]) * 1000)
+    print(f"  box {w}x{h} at ({x0}, {y0}), paste boxes {bw}x{bh}, paste {interp}")
+    return {k: statistics.median(v[2:]) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=None)
@@ -118,12 +152,18 @@ def main() -> None:
     ap.add_argument("--inputs", default=None, help=".npz from --export-inputs (photo, points, targets)")
     ap.add_argument("--export-inputs", default=None, metavar="FILE.npz", help="write the inputs and exit")
     ap.add_argument("--compile", default="none", choices=["none", "g", "all"],
-                    help="torch.compile G, or the whole torch render chunk")
+                    help="torch.compile G, or the torch backend's whole per-batch core (static shapes, tensors in)")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"],
+                    help="torch.compile mode (reduce-overhead: CUDA graphs by inductor)")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="torch backend on CUDA: replay the per-batch core from CUDA graphs (PhotoRenderer.cuda_graphs)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast around G (torch backend)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--min-seconds", type=float, default=3.0, help="timing per batch size")
     ap.add_argument("--max-iters", type=int, default=200)
-    ap.add_argument("--stages", action="store_true", help="numpy backend's per-stage ms at batch 1")
+    ap.add_argument("--stages", action="store_true",
+                    help="per-stage ms: numpy backend at batch 1; torch backend at each batch size (synced stages)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -162,21 +202,26 @@ def main() -> None:
     backend = r.resolve_backend()
     if a.bf16:
         r.autocast_dtype = torch.bfloat16
+    mode = None if a.compile_mode == "default" else a.compile_mode
     if a.compile == "g":
-        r.G = torch.compile(G)
-    elif a.compile == "all":
-        r.render_torch_chunk = torch.compile(r.render_torch_chunk, dynamic=False)
+        r.G = torch.compile(G, mode=mode)
+    elif a.compile == "all":  # the core: no host sync, no numpy inside (the plan's one sync stays outside)
+        r._torch_core = torch.compile(r._torch_core, mode=mode, dynamic=False)
+    r.cuda_graphs = a.cuda_graphs
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {a.threads} torch threads"
     print(f"photo {photo.shape[1]}x{photo.shape[0]}, {len(targets)} target frames, backend {backend}, {name}, "
-          f"compile {a.compile}, bf16 {a.bf16}")
+          f"compile {a.compile} ({a.compile_mode}), cuda graphs {a.cuda_graphs}, bf16 {a.bf16}")
     for b in [int(x) for x in a.batch_sizes.split(",") if x]:
         fps, ms = time_batches(r, targets, b, backend, dev, a.warmup, a.min_seconds, a.max_iters)
         extra = f", {ms:.2f} ms per batch-1 frame" if b == 1 else ""
         print(f"batch {b:4d}: {fps:9.1f} frames/s, {ms:9.2f} ms per batch{extra}", flush=True)
+        if a.stages and backend == "torch":
+            med = torch_stages(r, targets, b, dev)
+            print("  torch stages, median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()), flush=True)
     if dev.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB")
-    if a.stages:
+    if a.stages and backend == "numpy":
         med = stages(r, photo, targets, spec, size, G, psi, dev)
         print("numpy backend, batch 1, median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
 

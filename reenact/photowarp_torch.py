@@ -100,10 +100,10 @@ def region_matrix_t(points: torch.Tensor, spec: RegionSpec, size: int | None = N
     """:func:`reenact.regions.region_matrix` for ``(B, 68, 2)`` points -> ``(B, 2, 3)`` (the points' dtype)."""
     pts = points.double()
     size = int(size or spec.size)
-    d = pts[:, EYE_CORNERS[1]] - pts[:, EYE_CORNERS[0]]
+    d = pts[:, int(EYE_CORNERS[1])] - pts[:, int(EYE_CORNERS[0])]
     iod = torch.hypot(d[:, 0], d[:, 1]).clamp_min(1e-3)
     c, s = d[:, 0] / iod, d[:, 1] / iod
-    centre = pts[:, list(spec.centre)].mean(1) + (spec.shift_y * iod)[:, None] * torch.stack([-s, c], -1)
+    centre = _sel(pts, spec.centre).mean(1) + (spec.shift_y * iod)[:, None] * torch.stack([-s, c], -1)
     k = size / (spec.side * iod)
     r = k[:, None, None] * torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
     t = (size - 1) / 2.0 - (r @ centre[:, :, None])
@@ -246,6 +246,15 @@ PART_SEGMENTS = _part_segments()
 _CONST: dict = {}
 
 
+def _sel(points: torch.Tensor, idx) -> torch.Tensor:
+    """``points[:, idx]`` for a tuple of point indices: a slice (a view, no index tensor) when they are
+    consecutive, else a cached index tensor (no host -> device copy per call)."""
+    idx = tuple(int(i) for i in idx)
+    if idx == tuple(range(idx[0], idx[0] + len(idx))):
+        return points[:, idx[0]:idx[0] + len(idx)]
+    return points.index_select(1, _const(("idx", idx), lambda: np.asarray(idx, np.int64), points.device))
+
+
 def _const(key, make, device) -> torch.Tensor:
     """A small constant tensor made once per device (no host -> device copy per call)."""
     k = (key, str(device))
@@ -258,8 +267,8 @@ def draw_region_t(points: torch.Tensor, spec: RegionSpec, size: int | None = Non
     """:func:`reenact.regions.draw_region` for ``(B, 68, 2)`` points in crop pixels -> ``(B, 3, S, S)``."""
     size = int(size or spec.size)
     segs = _const("segments", lambda: PART_SEGMENTS, points.device)
-    return torch.stack([fill_polygon_t(points[:, list(spec.inner)], size, size),
-                        fill_polygon_t(points[:, list(spec.outer)], size, size),
+    return torch.stack([fill_polygon_t(_sel(points, spec.inner), size, size),
+                        fill_polygon_t(_sel(points, spec.outer), size, size),
                         polylines_t(points, segs, size, size)], 1)
 
 
@@ -288,20 +297,17 @@ def blur_t(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return x[0]
 
 
-def face_mask_t(points: torch.Tensor, shape: tuple[int, int], grow: float = 0.15,
-                feather: float = 0.08) -> torch.Tensor:
-    """:func:`reenact.crop.face_mask` for ``(B, 68, 2)`` points (in the mask's pixels) -> ``(B, h, w)``."""
-    h, w = shape
+def _face_hull_and_kernels(points: torch.Tensor, w: int, grow: float = 0.15, feather: float = 0.08):
+    """The hull points ``(B, N, 2)`` and the per-image blur kernels ``(B, K)`` of :func:`face_mask_t`."""
     pts = points.float()
     face_w = pts[..., 0].amax(1) - pts[..., 0].amin(1)
     face_w = torch.where(face_w == 0, torch.ones_like(face_w), face_w)
     brows = pts[:, 17:27].clone()
     chin_to_brow = pts[:, 8, 1] - brows[..., 1].mean(1)
     brows[..., 1] -= 0.35 * chin_to_brow[:, None]
-    hull = torch.cat([pts[:, list(PARTS["jaw"][0])], brows], 1)
+    hull = torch.cat([pts[:, 0:17], brows], 1)  # PARTS["jaw"] = 0..16
     centre = hull.mean(1, keepdim=True)
     hull = centre + (hull - centre) * (1 + grow)
-    mask = convex_hull_mask_t(hull, h, w)
     # per-image sigma int(feather * face_w) >= 1; one kernel size for all (no host sync): the largest sigma a
     # face inside the mask's width can have, each image's kernel zero-padded to it
     smax = max(1, int(feather * w))
@@ -311,8 +317,36 @@ def face_mask_t(points: torch.Tensor, shape: tuple[int, int], grow: float = 0.15
     half = torch.round(sig * 4 * 2 + 1)
     half = (half + (1 - half % 2)) // 2  # each image's own kernel radius (size | 1)
     g = torch.exp(-x ** 2 / (2 * sig[:, None] ** 2)) * (x.abs() <= half[:, None])
-    g = g / g.sum(1, keepdim=True)
+    return hull, g / g.sum(1, keepdim=True)
+
+
+def face_mask_t(points: torch.Tensor, shape: tuple[int, int], grow: float = 0.15,
+                feather: float = 0.08) -> torch.Tensor:
+    """:func:`reenact.crop.face_mask` for ``(B, 68, 2)`` points (in the mask's pixels) -> ``(B, h, w)``."""
+    h, w = shape
+    hull, g = _face_hull_and_kernels(points, w, grow, feather)
+    mask = convex_hull_mask_t(hull, h, w)
     return blur_t(mask, g).clamp(0, 1)
+
+
+#: Face-mask values below this change no uint8 pixel of a blend (``|warped - photo| * a < 0.5``), with a
+#: factor 2 for reflect-101 borders.
+FOOTPRINT_ALPHA = 1.0 / 1024
+
+
+def face_footprint_t(points: torch.Tensor, shape: tuple[int, int], grow: float = 0.15,
+                     feather: float = 0.08) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)`` ``(B, 2)`` float64 cell boxes ``[lo, hi]`` (in the mask's pixels) outside which
+    :func:`face_mask_t` is below :data:`FOOTPRINT_ALPHA`: the hull's pixel box grown by the distance at which the
+    kernel's one-sided tail falls below it (the separable blur of a mask inside a box is at most that tail)."""
+    hull, g = _face_hull_and_kernels(points, shape[1], grow, feather)
+    hull = _fixed(hull)
+    c = (g.shape[1] - 1) // 2
+    tails = g[:, c:].flip(1).cumsum(1).flip(1)  # tails[:, d] = sum_{t >= d} g(t)
+    r = (tails >= FOOTPRINT_ALPHA).sum(1, keepdim=True).double()  # (B, 1): first d with a small tail
+    lo = torch.floor(hull.amin(1)).double() - 1 - r
+    hi = torch.ceil(hull.amax(1)).double() + 1 + r
+    return lo, hi
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -378,6 +412,10 @@ class TorchPhotoWarp:
         self.points = torch.as_tensor(pts, device=device).double()
         self.inner = torch.as_tensor(inner, device=device).double()
         self.centre = torch.tensor([(self.W - 1) / 2, (self.H - 1) / 2], dtype=torch.float64, device=device)
+        # per photo, once: the rigid landmarks' index and points, the flat photo (ROI reads)
+        self.rigid = torch.as_tensor(np.asarray(RIGID, np.int64), device=device)
+        self.rigid_points = self.points.index_select(0, self.rigid)
+        self.photo_flat = self.photo.reshape(1, self.photo.shape[1], -1)
 
     # -- control points and per-triangle maps
 
@@ -387,7 +425,7 @@ class TorchPhotoWarp:
         dst = dst.double()
         B = dst.shape[0]
         if self.follow_head:
-            sim = fit_similarity_t(self.points[list(RIGID)], dst[:, list(RIGID)])
+            sim = fit_similarity_t(self.rigid_points, dst.index_select(1, self.rigid))
             moved = transform_t(self.inner.expand(B, -1, -1), sim)
         else:
             moved = self.inner.expand(B, -1, -1)
@@ -456,13 +494,14 @@ class TorchPhotoWarp:
                 out[b0:b0 + bchunk, p0:p0 + pchunk] = lam.view(lam.shape[0], T, 3, -1).amin(2).argmax(1)
         return out
 
-    def coarse_maps(self, dst: torch.Tensor, grids: list[tuple[torch.Tensor, tuple[int, int]]]) -> list[torch.Tensor]:
+    def coarse_maps(self, dst: torch.Tensor, grids: list[tuple[torch.Tensor, tuple[int, int]]],
+                    anchors=None) -> list[torch.Tensor]:
         """For each ``(to_photo, (h, w))`` in ``grids`` (``to_photo`` ``(B, 2, 3)`` or ``(2, 3)``: grid point ->
         photo pixel): the ``(B, h, w, 2)`` float32 photo coordinates to read
         (:meth:`reenact.photowarp.PhotoWarp.coarse_map`). One point location for all the grids."""
         dst = dst.to(self.device).double()
         B = dst.shape[0]
-        src, dst_all, lo, hi = self.anchors(dst)
+        src, dst_all, lo, hi = self.anchors(dst) if anchors is None else anchors
         bary, aff = self._triangles(src, dst_all, self.triangles_for(dst))
         qs = []
         for m, (h, w) in grids:
@@ -579,6 +618,70 @@ class TorchPhotoWarp:
             frame = self.blend_face(frame, dst)
         return frame, to_uint8_values(sample_t(self.photo, mr))
 
+    # -- the changed part of the frame only (the renderer's path)
+
+    def face_box(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lo, hi)`` ``(B, 2)`` float64 frame pixels: outside ``[lo, hi)`` the face mask of :meth:`face_alpha`
+        is below :data:`FOOTPRINT_ALPHA`, so :meth:`blend_face` returns the photo's own pixels there."""
+        q = 4
+        clo, chi = face_footprint_t((dst.float() + 0.5) / q - 0.5, (-(-self.H // q), -(-self.W // q)))
+        return q * (clo - 1), q * (chi + 2)  # pixel x reads cells floor(x / 4 - 3 / 8) and the next one
+
+    def face_alpha_roi(self, dst: torch.Tensor, off: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """:meth:`face_alpha` on the ``h x w`` box at frame pixel ``off`` ``(2,)`` only: the 1/4 size mask as
+        before, read bilinearly at the box's pixels (``cv2.resize``'s half-pixel centres, edges clamped)."""
+        q = 4
+        h4, w4 = -(-self.H // q), -(-self.W // q)
+        small = face_mask_t((dst.float() + 0.5) / q - 0.5, (h4, w4))  # (B, h4, w4)
+        u = (pixel_grid(h, w, self.device).view(1, h, w, 2) + off.float() + 0.5) / q - 0.5
+        u = torch.stack([u[..., 0] * (2.0 / max(w4 - 1, 1)) - 1, u[..., 1] * (2.0 / max(h4 - 1, 1)) - 1], -1)
+        return F.grid_sample(small[:, None], u.expand(dst.shape[0], -1, -1, -1), mode="bilinear",
+                             padding_mode="border", align_corners=True)
+
+    def photo_box(self, off: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``(1, C, h, w)``: the photo's pixels in the ``h x w`` box at frame pixel ``off`` (a gather: ``off`` may
+        be a device tensor, no host sync)."""
+        off = off.long()
+        idx = ((off[1] + torch.arange(h, device=self.device))[:, None] * self.W
+               + (off[0] + torch.arange(w, device=self.device))[None, :]).reshape(-1)
+        return self.photo_flat.index_select(2, idx).view(1, -1, h, w)
+
+    def warp_roi_and_region(self, dst: torch.Tensor, to_region: torch.Tensor, size: int, off: torch.Tensor,
+                            h: int, w: int, step: int = STEP) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`warp_and_region` (``face_only``) on the ``h x w`` box at frame pixel ``off`` ``(2,)`` only (the
+        rest of the frame is the photo: outside :meth:`face_box` the blend is the photo exactly): ``(B, 3, h,
+        w)`` and the ``(B, 3, S, S)`` crops. The coarse grid keeps the full-frame phase (the numpy ROI's): the
+        box's coarse points are the frame's, so the upsampled map is the one :meth:`frame_map` makes."""
+        dst = dst.to(self.device).double()
+        B = dst.shape[0]
+        anchors = self.anchors(dst)
+        lo = anchors[2]
+        offd = off.double()
+        phase = torch.remainder(torch.floor(lo).clamp_min(0), step)
+        first = phase - step - (step - 1) / 2.0 - 1  # the frame's coarse point 0 (see frame_map)
+        start = first + (torch.floor((offd - first) / step) - 1) * step  # (B, 2): the box's first coarse point
+        ny, nx = -(-h // step) + 3, -(-w // step) + 3
+        eye = _const(("stepdiag", step), lambda: np.array([[step, 0], [0, step]], np.float64), self.device)
+        m = torch.cat([eye.expand(B, 2, 2), start[:, :, None]], -1)
+        c = (step - 1) / 2.0 - step
+        st = _const(("step", step), lambda: np.array([[step, 0, c], [0, step, c]], np.float64), self.device)
+        S = int(size)
+        ns = -(-S // step) + 2
+        grids = [(m, (ny, nx)), (compose_t(invert_t(to_region.to(self.device).double()), st), (ns, ns))]
+        maps = self.coarse_maps(dst, grids, anchors)
+        q = pixel_grid(h, w, self.device).view(1, h, w, 2) + off.float()
+        u = (q - start[:, None, None, :].float()) / step
+        u = torch.stack([u[..., 0] * (2.0 / (nx - 1)) - 1, u[..., 1] * (2.0 / (ny - 1)) - 1], -1)
+        full = F.grid_sample(maps[0].permute(0, 3, 1, 2), u, mode="bilinear", padding_mode="border",
+                             align_corners=True)
+        warped = to_uint8_values(sample_t(self.photo, full.permute(0, 2, 3, 1)))
+        photo = self.photo_box(off, h, w)
+        alpha = self.face_alpha_roi(dst, off, h, w)
+        roi = torch.floor((photo + (warped - photo) * alpha + 0.5).clamp_(0, 255))
+        up = F.interpolate(maps[1].permute(0, 3, 1, 2), scale_factor=step, mode="bilinear", align_corners=False)
+        crops = to_uint8_values(sample_t(self.photo, up[:, :, step:step + S, step:step + S].permute(0, 2, 3, 1)))
+        return roi, crops
+
 
 # ------------------------------------------------------------------------------------- renderer pieces
 
@@ -587,7 +690,7 @@ def support_t(points: torch.Tensor, spec: RegionSpec, size: int, grow: float, fe
     filled, dilated by OpenCV's elliptic element (a convolution, > 0), blurred."""
     import cv2
 
-    m = fill_polygon_t(points[:, list(spec.outer)], size, size)
+    m = fill_polygon_t(_sel(points, spec.outer), size, size)
     k = max(1, int(round(grow * size)))
     el = _const(("ellipse", k), lambda: cv2.getStructuringElement(
         cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)).astype(np.float32)[None, None], points.device)
@@ -617,11 +720,49 @@ def paste_t(frames: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, m: tor
     return torch.floor((frames + (back - frames) * a + 0.5).clamp_(0, 255))
 
 
+def paste_footprint_t(m: torch.Tensor, size: int, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)`` ``(B, 2)`` float64: the frame box ``[lo, hi)`` a ``size`` px crop (frame -> crop ``m``)
+    covers, clipped to the frame (:meth:`reenact.renderer.PhotoRenderer._paste`'s footprint)."""
+    inv = invert_t(m.double())
+    s = float(size - 1)
+    corners = _const(("corners", s), lambda: np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float64), m.device)
+    c = transform_t(corners.expand(m.shape[0], -1, -1), inv)
+    lim = _const(("frame", W, H), lambda: np.array([W, H], np.float64), m.device)
+    lo = torch.minimum(torch.floor(c.amin(1)) - 1, lim).clamp_min(0)
+    hi = torch.minimum(torch.ceil(c.amax(1)) + 2, lim).clamp_min(0)
+    return lo, hi
+
+
+def paste_box_t(roi: torch.Tensor, off: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor, m: torch.Tensor,
+                box_lo: torch.Tensor, bh: int, bw: int, interp: str = "bicubic",
+                cubic: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`paste_t` into ``roi`` ``(B, 3, h, w)`` (the frames' box at frame pixel ``off`` ``(2,)``) over each
+    crop's ``bh x bw`` box at frame pixel ``box_lo`` ``(B, 2)`` only (inside the ROI; everything outside a crop's
+    footprint keeps the frame: alpha is 0 there). One interpolation of the paint: ``interp`` ``"bicubic"`` or
+    ``"bilinear"`` (``"mixed"``: both, chosen per frame by ``cubic`` ``(B,)``, as numpy)."""
+    B, C, h, w = roi.shape
+    g = pixel_grid(bh, bw, roi.device)
+    q = box_lo[:, None, :].float() + g  # (B, bh bw, 2) frame pixels, integers (exact in float32)
+    cc = transform_t(q, m.float()).view(B, bh, bw, 2)
+    a = sample_t(alpha[:, None].float(), cc, mode="bilinear", padding_mode="zeros")
+    if interp == "mixed":
+        back = torch.where(cubic[:, None, None, None], sample_t(rgb, cc, "bicubic"), sample_t(rgb, cc, "bilinear"))
+    else:
+        back = sample_t(rgb, cc, interp)
+    rel = (box_lo - off).long()  # (B, 2) inside the ROI
+    idx = ((rel[:, 1:2] + torch.arange(bh, device=roi.device))[:, :, None] * w
+           + (rel[:, 0:1] + torch.arange(bw, device=roi.device))[:, None, :]).view(B, 1, -1).expand(-1, C, -1)
+    flat = roi.reshape(B, C, h * w)
+    f = flat.gather(2, idx).view(B, C, bh, bw)
+    new = torch.floor((f + (to_uint8_values(back) - f) * a + 0.5).clamp_(0, 255))
+    return flat.scatter(2, idx, new.view(B, C, -1)).view(B, C, h, w)
+
+
 def window_t(size: int, feather: float, device) -> torch.Tensor:
     from reenact.crop import border_mask
 
     return torch.as_tensor(border_mask(size, feather), device=device)
 
 
-__all__ = ["TorchPhotoWarp", "draw_region_t", "face_mask_t", "fit_similarity_t", "paste_t", "region_matrix_t",
-           "sample_t", "support_t"]
+__all__ = ["TorchPhotoWarp", "draw_region_t", "face_footprint_t", "face_mask_t", "fit_similarity_t", "paste_box_t",
+           "paste_footprint_t", "paste_t", "region_matrix_t", "sample_t", "support_t"]
