@@ -685,12 +685,13 @@ class TorchPhotoWarp:
 
 # ------------------------------------------------------------------------------------- renderer pieces
 
-def support_t(points: torch.Tensor, spec: RegionSpec, size: int, grow: float, feather: float) -> torch.Tensor:
-    """:func:`reenact.renderer.support` for ``(B, 68, 2)`` crop points -> ``(B, S, S)``: the outer-lip polygon
-    filled, dilated by OpenCV's elliptic element (a convolution, > 0), blurred."""
+def support_t(points: torch.Tensor, spec: RegionSpec, size: int, grow: float, feather: float,
+              polygon: str = "inner") -> torch.Tensor:
+    """:func:`reenact.renderer.support` for ``(B, 68, 2)`` crop points -> ``(B, S, S)``: the region's ``polygon``
+    ("inner" or "outer") filled, dilated by OpenCV's elliptic element (a convolution, > 0), blurred."""
     import cv2
 
-    m = fill_polygon_t(_sel(points, spec.outer), size, size)
+    m = fill_polygon_t(_sel(points, getattr(spec, polygon)), size, size)
     k = max(1, int(round(grow * size)))
     el = _const(("ellipse", k), lambda: cv2.getStructuringElement(
         cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)).astype(np.float32)[None, None], points.device)
