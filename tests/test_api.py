@@ -69,7 +69,9 @@ def test_save_load_round_trip_renders_identically(r, portrait, avatar_ft, tmp_pa
     ref = a.render_batch(drive)
     assert ref.shape == (5, r.resolution, r.resolution, 3) and ref.dtype == np.uint8
     np.testing.assert_array_equal(b.render_batch(drive), ref)
-    np.testing.assert_array_equal(c.render(drive[2]), ref[2])
+    # one frame alone against the same frame in a batch of 5: oneDNN may pick another convolution algorithm for
+    # another batch size, so a rounding step of 1 grey level is allowed (not more)
+    assert np.abs(c.render(drive[2]).astype(int) - ref[2]).max() <= 1
     assert (b.mode, b.steps, b.shots) == (("FT", 8, 1) if steps else ("FF", 0, 1))
     np.testing.assert_array_equal(b.source_points, a.source_points)
     np.testing.assert_array_equal(b.sources[0].matrix, a.sources[0].matrix)
