@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Where a model shipped with the package would live (a checkpoint directory: meta.json, config.yaml,
 #: model.safetensors).
 DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "default"
+#: Models shipped with the package, by name (``Reenactor.load("photo")``, ``--checkpoint photo``): "default" the
+#: 256 px crop generator, "photo" the photo renderer's mouth generator (E and G in float16, no D).
+BUNDLED = {"default": DEFAULT_WEIGHTS, "photo": DEFAULT_WEIGHTS.with_name("photo")}
 
 
 def default_checkpoint() -> Path:
@@ -61,8 +64,8 @@ class Reenactor:
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str = "auto",
              landmarks_backend: str = "dlib") -> "Reenactor":
-        """Load a checkpoint (a run folder, its ``checkpoints`` folder or a ``step_*`` folder); ``None``: the
-        bundled default model. ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:N"``.
+        """Load a checkpoint (a run folder, its ``checkpoints`` folder or a ``step_*`` folder, or the name of a
+        bundled model: ``"photo"``, ``"default"``); ``None``: the bundled default model. ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:N"``.
         ``landmarks_backend``: detector used for source images without given landmarks."""
         import json
 
@@ -70,7 +73,11 @@ class Reenactor:
         from reenact.models.base_model import BaseModel
         from reenact.models.region_model import RegionModel, is_region_checkpoint
 
-        path = resolve_checkpoint(default_checkpoint() if checkpoint is None else Path(checkpoint))
+        if checkpoint is None:
+            checkpoint = default_checkpoint()
+        elif isinstance(checkpoint, str) and checkpoint in BUNDLED and not Path(checkpoint).exists():
+            checkpoint = BUNDLED[checkpoint]
+        path = resolve_checkpoint(Path(checkpoint))
         try:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, json.JSONDecodeError):
@@ -201,4 +208,4 @@ def open_avatar(path: str | os.PathLike, checkpoint: str | os.PathLike | None = 
                                   "--checkpoint on the command line)")
     return Reenactor.load(checkpoint, device).load_avatar(path)
 
-__all__ = ["Reenactor", "open_avatar", "default_checkpoint", "DEFAULT_WEIGHTS"]
+__all__ = ["Reenactor", "open_avatar", "default_checkpoint", "DEFAULT_WEIGHTS", "BUNDLED"]

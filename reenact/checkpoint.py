@@ -423,8 +423,10 @@ def export_checkpoint(src: str | Path, dst: str | Path, modules: tuple[str, ...]
         chosen.append(name)
     cfg = ck.config
     if cfg is not None:
-        cfg = OmegaConf.merge(cfg, {"data": {"root": ""}, "train": {"out_dir": "", "resume": "none",
-                                                                     "init_weights": ""}})
+        cleared = {"data": {"root": ""}, "train": {"out_dir": "", "resume": "none", "init_weights": ""}}
+        # only the keys this config's schema has (region configs have no ``train.resume``)
+        cleared = {g: {k: v for k, v in keys.items() if k in cfg.get(g, {})} for g, keys in cleared.items()}
+        cfg = OmegaConf.merge(cfg, cleared)
 
     class _Holder(nn.Module):  # save_checkpoint takes modules; wrap the stored tensors without building nets
         def __init__(self, tensors: dict[str, torch.Tensor]):
@@ -434,7 +436,8 @@ def export_checkpoint(src: str | Path, dst: str | Path, modules: tuple[str, ...]
         def state_dict(self, *args, **kwargs):  # noqa: D102 - the stored tensors, in their export dtype
             return dict(self._t)
 
-    info = {k: v for k, v in ck.meta.items() if k in ("step", "versions", "seconds")}
+    info = {k: v for k, v in ck.meta.items()
+            if k in ("step", "versions", "seconds", "kind", "region", "num_videos", "val", "clips")}
     info.update(meta or {})
     info["exported_from"] = {"path": str(ck.path), "step": ck.step, "dtype": dtype}
     return save_checkpoint(dst, {n: _Holder(ck.weights[n]) for n in chosen}, cfg, info,

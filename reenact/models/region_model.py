@@ -40,18 +40,18 @@ class RegionModel:
         ck = load_checkpoint(path, train_state=False)
         if not is_region_checkpoint(ck.meta):
             raise CheckpointError(f"{ck.path}: not a region model (meta.json kind={ck.meta.get('kind')!r})")
-        for name in ("E_ema", "G_ema", "D"):
-            if name not in ck.weights:
+        for name in ("E_ema", "G_ema"):  # D is optional: a bundled model may ship without it (rendering and
+            if name not in ck.weights:     # fine-tuning on warp round trips need only E and G)
                 raise CheckpointError(f"{ck.path}: no weights for {name!r} (has: {', '.join(ck.weights)})")
         cfg = ck.config
         if cfg is None:
             raise CheckpointError(f"{ck.path}: no config.yaml, cannot build the networks")
-        E, G, _ = build_region_models(cfg.model, int(ck.weights["D"]["W.weight"].shape[0]))
+        E, G, _ = build_region_models(cfg.model, 1)
         digest = checkpoint_hash(ck)
         ck.load_into({"E_ema": E, "G_ema": G})
         for net in (E, G):
             net.to(dev).eval().requires_grad_(False)
-        return cls(path=ck.path, config=cfg, hash=digest, step=ck.step, E=E, G=G, D_weights=dict(ck.weights["D"]),
+        return cls(path=ck.path, config=cfg, hash=digest, step=ck.step, E=E, G=G, D_weights=dict(ck.weights.get("D", {})),
                    device=dev)
 
     @property
@@ -73,6 +73,8 @@ class RegionModel:
         return copy.deepcopy(self.G).requires_grad_(True)
 
     def build_discriminator(self) -> RegionDiscriminator:
+        if not self.D_weights:
+            raise CheckpointError(f"{self.path}: this region model ships without its discriminator (D)")
         D = build_region_models(self.config.model, int(self.D_weights["W.weight"].shape[0]))[2]
         try:
             D.load_state_dict(self.D_weights, strict=True)
