@@ -11,7 +11,7 @@ import importlib
 
 _LAZY = {
     "Avatar": "finetune.avatar",
-    "Source": "finetune.avatar",
+    "Source": "reenact.avatar",
     "FinetuneOptions": "finetune.personalize",
     "Personalization": "finetune.personalize",
     "Shot": "finetune.shots",

@@ -26,13 +26,14 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
+from reenact.avatar import Avatar as AvatarInterface
+from reenact.avatar import Source
 from reenact.checkpoint import check_finite
 from reenact.errors import CheckpointError, InputError
 
@@ -44,20 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMAT = "reenact-avatar"
 FORMAT_VERSION = 2  # 2: photo-renderer avatars (metadata renderer=photo, finetune.photo_avatar)
 ENCODINGS = ("delta-int8", "delta-fp16", "fp16")
-
-
-@dataclass(frozen=True)
-class Source:
-    """One source image of an avatar: ``name`` (path or ``<image i>``), ``size`` ``(H, W)``, ``points``
-    ``(68, 2)`` full-image pixels, ``crop_points`` ``(68, 2)`` crop pixels, ``matrix`` ``(2, 3)`` full -> crop,
-    ``landmarks_from`` (detector name, landmarks file or ``"array"``)."""
-
-    name: str
-    size: tuple[int, int]
-    points: np.ndarray
-    crop_points: np.ndarray
-    matrix: np.ndarray
-    landmarks_from: str = ""
 
 
 # ------------------------------------------------------------------------------------ generator encoding
@@ -137,9 +124,10 @@ def tuned_generator(G: torch.nn.Module, encoded: dict[str, torch.Tensor]) -> tor
 
 # ----------------------------------------------------------------------------------------------- avatar
 
-class Avatar:
-    """One person, ready to render from landmarks. Made by ``Reenactor.personalize``; saved with :meth:`save`,
-    re-opened with :meth:`load` (or ``Reenactor.load_avatar``).
+class Avatar(AvatarInterface):
+    """The crop generator's avatar (:class:`reenact.avatar.Avatar`): renders the person's face crop from
+    landmarks and pastes it back. Made by ``Reenactor.personalize``; saved with :meth:`save`, re-opened with
+    :meth:`load` (or ``Reenactor.load_avatar``).
 
     Attributes: ``resolution`` (crop side S), ``mode`` (``"FT"`` fine-tuned or ``"FF"`` feed-forward),
     ``steps``, ``shots`` (K), ``sources`` (list of :class:`Source`), ``base_hash``, ``psi`` (1, n) and ``e``
@@ -177,7 +165,7 @@ class Avatar:
         encoded: dict[str, torch.Tensor] = {}
         if result.generator is not None:
             encoded = encode_generator(result.generator, base.G.state_dict(), g_encoding)
-        sources = [Source(s.name, tuple(s.size), s.points, s.crop_points, s.matrix, s.landmarks_from) for s in shots]
+        sources = [Source.of(s) for s in shots]
         o = result.options
         psi_only = o.train == "psi"
         steps = int(o.steps) if result.generator is not None or psi_only else 0
@@ -204,30 +192,14 @@ class Avatar:
         return int(self.info.get("steps", 0))
 
     @property
-    def shots(self) -> int:
-        return len(self.sources)
-
-    @property
     def base_hash(self) -> str:
         return self.base.hash
-
-    @property
-    def source_points(self) -> np.ndarray:
-        """``(K, 68, 2)`` landmarks of the source crops, in crop pixels (a neutral pose to drive from)."""
-        return np.stack([s.crop_points for s in self.sources])
 
     def __repr__(self) -> str:
         return (f"Avatar({self.mode}, {self.steps} steps, {self.shots} shot(s), {self.resolution} px, "
                 f"base {self.base_hash[:12]})")
 
     # -- rendering ----------------------------------------------------------------------------------
-    def render(self, points: np.ndarray) -> np.ndarray:
-        """``points`` ``(68, 2)`` in crop pixels -> the rendered crop, RGB uint8 ``(S, S, 3)``."""
-        pts = np.asarray(points)
-        if pts.shape != (68, 2):
-            raise InputError("<points>", f"expected (68, 2) landmarks in crop pixels, got {pts.shape}")
-        return self.render_batch(pts[None])[0]
-
     def render_batch(self, points: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """``points`` ``(N, 68, 2)`` in crop pixels -> RGB uint8 ``(N, S, S, 3)``; runs in chunks of
         ``batch_size`` (default 16 on CPU, 64 on GPU)."""
@@ -254,42 +226,15 @@ class Avatar:
         pts = torch.from_numpy(self.source_points.astype(np.float32)).to(dev)
         return {"src": src[None], "src_points": pts[None], "tgt_points": tgt_points}
 
-    def source_image(self, into: np.ndarray | str | os.PathLike, shot: int = 0) -> tuple[np.ndarray, Source]:
-        """The full-size image to paste shot ``shot`` back into (a path or an RGB uint8 array of the source's
-        size), checked, with its :class:`Source`."""
-        if not 0 <= shot < len(self.sources):
-            raise IndexError(f"shot {shot} out of range: the avatar has {len(self.sources)} source image(s)")
-        src = self.sources[shot]
-        if isinstance(into, (str, os.PathLike)):
-            from reenact import io
-
-            name, frame = str(into), io.read_image(into)
-        else:
-            name, frame = "<into>", np.asarray(into)
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                raise InputError(name, f"expected an RGB uint8 (H, W, 3) image, got {frame.dtype} {frame.shape}")
-        if tuple(frame.shape[:2]) != tuple(src.size):
-            raise InputError(name, f"image is {frame.shape[1]}x{frame.shape[0]} but source {shot} "
-                                   f"({src.name}) was {src.size[1]}x{src.size[0]}",
-                             "paste back into the image the avatar was made from")
-        return frame, src
-
-    def render_full(self, points: np.ndarray, into: np.ndarray | str | os.PathLike, shot: int = 0) -> np.ndarray:
+    def render_full_batch(self, points: np.ndarray, into: np.ndarray | str | os.PathLike | None = None,
+                          shot: int = 0) -> np.ndarray:
         """Render and paste back into the full source image.
 
-        points: ``(68, 2)`` landmarks in the full image's pixels. into: the source image ``shot`` (array or
+        points: ``(N, 68, 2)`` landmarks in the full image's pixels. into: the source image ``shot`` (array or
         path) the avatar was made from (same size). The face is rendered in the crop of that source and blended
         in with a soft mask around the rendered landmarks (``reenact.crop.face_mask``); pixels away from the
-        face keep their values exactly. Returns RGB uint8 of the image's size.
+        face keep their values exactly. Returns RGB uint8 ``(N, H, W, 3)`` of the image's size.
         """
-        pts = np.asarray(points)
-        if pts.shape != (68, 2):
-            raise InputError("<points>", f"expected (68, 2) landmarks in image pixels, got {pts.shape}")
-        return self.render_full_batch(pts[None], into, shot)[0]
-
-    def render_full_batch(self, points: np.ndarray, into: np.ndarray | str | os.PathLike,
-                          shot: int = 0) -> np.ndarray:
-        """Like :meth:`render_full` for ``(N, 68, 2)`` points -> ``(N, H, W, 3)``."""
         from reenact.crop import face_mask, paste_back, transform_points
 
         frame, src = self.source_image(into, shot)
@@ -300,14 +245,6 @@ class Avatar:
         crops = self.render_batch(crop_pts)
         S = self.resolution
         return np.stack([paste_back(frame, c, src.matrix, face_mask(p, S)) for c, p in zip(crops, crop_pts)])
-
-    def drive(self, frames, **options):
-        """Drive the avatar with a stream of RGB uint8 frames (camera, video, any iterator), lazily: returns an
-        iterator that yields one output frame per input frame as it is made (identity-preserving retargeting;
-        see ``puppeteer.drive.drive`` for the options, e.g. ``into=photo`` to paste back)."""
-        from puppeteer.drive import drive  # lazy: finetune does not depend on puppeteer at import
-
-        return drive(self, frames, **options)
 
     # -- file ---------------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:

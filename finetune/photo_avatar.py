@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-from finetune.avatar import (FORMAT, Avatar, Source, check_base, check_points, encode_generator, file_parts, read_avatar_file,
+from finetune.avatar import (FORMAT, Avatar, check_base, check_points, encode_generator, file_parts, read_avatar_file,
                              tuned_generator)
+from reenact.avatar import Source
 from reenact.crop import CropParams, crop_image, invert, transform_points
 from reenact.errors import CheckpointError, InputError
 from reenact.renderer import PhotoRenderer, embed
@@ -32,8 +33,8 @@ RENDERER = "photo"
 
 
 class PhotoAvatar(Avatar):
-    """Same interface as :class:`finetune.avatar.Avatar` (render, render_batch, render_full(_batch), drive,
-    save); ``base`` is a :class:`reenact.models.region_model.RegionModel`; ``photos`` the source images."""
+    """Same interface as :class:`finetune.avatar.Avatar` (:class:`reenact.avatar.Avatar`: render, render_batch,
+    render_full(_batch), save); ``base`` is a :class:`reenact.models.region_model.RegionModel`; ``photos`` the source images."""
 
     #: renders whole frames of its photo natively: pipelines ask for those instead of pasting crops back
     renders_photo = True
@@ -60,8 +61,7 @@ class PhotoAvatar(Avatar):
         pts = [np.asarray(s.points, np.float32) for s in shots]
         e = embed(base.E, photos, pts, base.spec, base.size, base.device)
         psi = base.G.psi(e)
-        sources = [Source(s.name, tuple(s.size), np.asarray(s.points, np.float32), np.asarray(s.crop_points, np.float32),
-                          np.asarray(s.matrix, np.float32), s.landmarks_from) for s in shots]
+        sources = [Source.of(s) for s in shots]
         info: dict[str, Any] = {"mode": "FF", "steps": 0, "g_encoding": "none", "options": {"seed": seed}}
         encoded: dict[str, torch.Tensor] = {}
         history: list[dict[str, float]] = []
@@ -104,13 +104,6 @@ class PhotoAvatar(Avatar):
         if into is not None:
             self.source_image(into, 0)  # same checks as the crop avatar: size of the photo it was made from
         return self._renderer.render(check_points(points, "photo"))
-
-    def render_full(self, points: np.ndarray, into: np.ndarray | str | os.PathLike | None = None,
-                    shot: int = 0) -> np.ndarray:
-        pts = np.asarray(points)
-        if pts.shape != (68, 2):
-            raise InputError("<points>", f"expected (68, 2) landmarks in image pixels, got {pts.shape}")
-        return self.render_full_batch(pts[None], into, shot)[0]
 
     # -- file ------------------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -8,11 +8,12 @@ coordinates) for faces a detector misses: paintings, drawings, strong profiles.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Callable, Sequence, Union
 
 import numpy as np
 
+from reenact.avatar import Source
 from reenact.crop import CropParams, box_from_points, crop_image, crop_matrix, transform_points
 from reenact.errors import InputError, NoFaceError
 
@@ -25,23 +26,16 @@ NO_FACE_HINT = ("pass its landmarks instead: a (68, 2) .npy file of iBUG points 
 
 
 @dataclass(frozen=True)
-class Shot:
-    """One source image, cropped for the model.
+class Shot(Source):
+    """One source image, cropped for the model: a :class:`reenact.avatar.Source` (name, size, points,
+    crop_points, matrix, landmarks_from: what an avatar file keeps of it, ``Source.of(shot)``) with its pixels.
 
-    name: the file path, or ``<image i>`` for arrays. size: ``(H, W)`` of the full image.
-    points: ``(68, 2)`` float32 landmarks in full-image pixels. matrix: ``(2, 3)`` float32 affine map full image
-    -> crop. crop: ``(R, R, 3)`` uint8 RGB. crop_points: ``(68, 2)`` float32 landmarks in crop pixels.
-    landmarks_from: where the landmarks came from (a detector name, a file path, or ``"array"``).
-    image: the full RGB uint8 image (the photo renderer warps it at its own resolution).
+    crop: ``(R, R, 3)`` uint8 RGB (keyword only). image: the full RGB uint8 image (the photo renderer warps it
+    at its own resolution).
     """
 
-    name: str
-    size: tuple[int, int]
-    points: np.ndarray
-    matrix: np.ndarray
+    _: KW_ONLY
     crop: np.ndarray
-    crop_points: np.ndarray
-    landmarks_from: str
     image: np.ndarray | None = None
 
 

@@ -6,10 +6,10 @@ Two ways in:
   fits in between, faces confirmed on every frame, gaps interpolated), smoothed with a One-Euro filter,
   retargeted from a neutral reference frame, rendered in batches, pasted back into the avatar's photo and
   written with the driver's audio: same frame count and frame rate as the driver, audio in sync.
-  :func:`animate` personalises a model from a portrait first.
+  ``puppeteer.animate`` (:mod:`puppeteer.oneshot`) personalises a model from a portrait first.
 - :func:`drive` (streaming, any iterator of RGB frames, e.g. a camera): causal per-frame tracking, One-Euro
   smoothing, the first frame with a face as the reference; yields each output frame as soon as it is made.
-  ``Avatar.drive(frames)`` calls it.
+  :func:`record_live` writes its frames to a file; :func:`drive_to_file` picks one of the two for a driver.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from reenact.errors import InputError, NoFaceError
 from reenact.options import OutputOptions
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.avatar import Avatar
+    from reenact.avatar import Avatar
     from reenact.landmarks.base import LandmarkDetector
 
 ImageLike = np.ndarray | str | os.PathLike
@@ -328,31 +328,6 @@ def puppeteer_video(avatar: "Avatar", driver: str | os.PathLike, output: str | o
                        timings=timings, points=points, driver_points=track.points)
 
 
-def animate(portrait: ImageLike, driver: str | os.PathLike, output: str | os.PathLike, *,
-            checkpoint: str | os.PathLike | None = None, steps: int | None = None, device: str = "auto",
-            crop: bool = False, landmarks=None, seed: int = 0, progress: bool = True,
-            save_avatar: str | os.PathLike | None = None, **drive_options) -> tuple["Avatar", DriveResult]:
-    """One shot, end to end: personalise a model to the person in ``portrait``, then drive it with ``driver``.
-
-    portrait: image path or RGB uint8 array. checkpoint: the meta-learned model (``None``: the bundled one).
-    steps: fine-tuning steps (0: feed-forward; None: ``FinetuneOptions``' default). crop: write the face crops
-    instead of pasting back into the portrait. landmarks: the portrait's ``(68, 2)`` landmarks (array or ``.npy``)
-    when detection fails.
-    save_avatar: also save the avatar file there. ``drive_options`` go to :func:`puppeteer_video`.
-    Returns ``(avatar, result)``.
-    """
-    from reenact.api import Reenactor
-
-    r = Reenactor.load(checkpoint, device)
-    avatar = r.personalize([portrait], steps=steps, landmarks=None if landmarks is None else [landmarks],
-                           progress=progress, seed=seed)
-    if save_avatar is not None:
-        avatar.save(save_avatar)
-    drive_options.setdefault("detector", r.detector)
-    return avatar, puppeteer_video(avatar, driver, output, into=None if crop else portrait, progress=progress,
-                                   **drive_options)
-
-
 # ----------------------------------------------------------------------------------------- streaming
 
 class LiveDriver:
@@ -496,3 +471,14 @@ def record_live(avatar: "Avatar", frames: Iterable[np.ndarray], output: str | os
         except KeyboardInterrupt:
             pass
     return live
+
+
+def drive_to_file(avatar: "Avatar", driver: str | os.PathLike | Iterable[np.ndarray], output: str | os.PathLike,
+                  **options) -> DriveResult | LiveDriver:
+    """Drive ``avatar`` by ``driver`` into the video ``output``: a video file goes to :func:`puppeteer_video`
+    (returns its ``DriveResult``), any other iterable of RGB frames (a :class:`Camera`) to :func:`record_live`
+    at ``options["fps"]`` or ``driver.fps`` (25 when it has none; returns the ``LiveDriver``)."""
+    if isinstance(driver, (str, os.PathLike)):
+        return puppeteer_video(avatar, driver, output, **options)
+    fps = options.pop("fps", getattr(driver, "fps", 25.0))
+    return record_live(avatar, driver, output, fps, **options)

@@ -28,7 +28,7 @@ from reenact.errors import InputError
 from reenact.options import OutputOptions
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.avatar import Avatar
+    from reenact.avatar import Avatar
 
 _STOP = object()  # end of stream, passed down the queues
 _POLL = 0.05  # seconds a blocked stage waits before looking at the stop flag (keeps Ctrl-C and close() prompt)

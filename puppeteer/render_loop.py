@@ -17,7 +17,7 @@ import numpy as np
 from reenact.options import OutputOptions
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.avatar import Avatar
+    from reenact.avatar import Avatar
     from puppeteer.drive import Compositor
 
 Paste = Callable[[int, np.ndarray, np.ndarray], np.ndarray]

@@ -24,13 +24,13 @@ _LAZY = {
     "ReenactError": "reenact.errors",
     "CheckpointError": "reenact.errors",
     "Reenactor": "reenact.api",
-    "Avatar": "finetune.avatar",
+    "Avatar": "reenact.avatar",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.avatar import Avatar
+    from reenact.avatar import Avatar
     from reenact.api import Reenactor
     from reenact.errors import CheckpointError, InputError, MultipleFacesError, NoFaceError, ReenactError
     from reenact.landmarks.base import FaceLandmarks

@@ -7,6 +7,7 @@
     avatar.save("me.safetensors")
     crop = avatar.render(points)                          # (68, 2) crop pixels -> (S, S, 3) uint8
     frame = avatar.render_full(points_in_photo, into=photo)   # pasted back into the photo
+    for frame in drive(avatar, camera_frames): ...        # driven by a stream (puppeteer.drive), lazily
 
 Importing this module is cheap: torch and the networks load on first use.
 """
@@ -22,8 +23,9 @@ from reenact.errors import CheckpointError
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from finetune.avatar import Avatar
     from finetune.personalize import FinetuneOptions
+    from puppeteer.drive import LiveDriver
+    from reenact.avatar import Avatar
     from reenact.models.base_model import BaseModel
     from finetune.shots import ImageLike, LandmarksLike
     from reenact.landmarks.base import FaceLandmarks, LandmarkDetector
@@ -181,9 +183,7 @@ class Reenactor:
 
     def load_avatar(self, path: str | os.PathLike) -> "Avatar":
         """Open an avatar file made from this model (CheckpointError naming both hashes otherwise)."""
-        from finetune.avatar import Avatar
-
-        from finetune.avatar import read_avatar_metadata
+        from finetune.avatar import Avatar, read_avatar_metadata
         from finetune.photo_avatar import PhotoAvatar, is_photo_avatar
 
         return (PhotoAvatar if is_photo_avatar(read_avatar_metadata(path)) else Avatar).load(path, self)
@@ -208,4 +208,14 @@ def open_avatar(path: str | os.PathLike, checkpoint: str | os.PathLike | None = 
                                   "--checkpoint on the command line)")
     return Reenactor.load(checkpoint, device).load_avatar(path)
 
-__all__ = ["Reenactor", "open_avatar", "default_checkpoint", "DEFAULT_WEIGHTS", "BUNDLED"]
+def drive(avatar: "Avatar", frames, **options) -> "LiveDriver":
+    """Drive ``avatar`` with a stream of RGB uint8 frames (camera, video, any iterator), lazily: an iterator that
+    yields one output frame per input frame as it is made (identity-preserving retargeting). The front door's
+    shortcut to ``puppeteer.drive.drive``, which lists the options (e.g. ``into=photo`` to paste back); a whole
+    driver file: ``puppeteer.puppeteer_video``; a photo to personalise and drive: ``puppeteer.animate``."""
+    from puppeteer.drive import drive as drive_frames
+
+    return drive_frames(avatar, frames, **options)
+
+
+__all__ = ["Reenactor", "open_avatar", "drive", "default_checkpoint", "DEFAULT_WEIGHTS", "BUNDLED"]

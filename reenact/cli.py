@@ -157,53 +157,48 @@ def _drive_options(a):
         raise InputError("--mode/--parts/--reference/--max-eye-ratio", str(e)) from None
 
 
-def _drive(a, avatar, into, camera=None):
-    """Shared by `animate` and `puppeteer`: drive ``avatar`` from --driver (or an opened --camera)."""
-    from puppeteer.drive import puppeteer_video, record_live
+def _driver(a):
+    """Shared by `animate` and `puppeteer`: ``(driver, options)`` for ``puppeteer.drive.drive_to_file``: the
+    --driver file or the --camera (opened: a missing one fails before the slow part, after bad options), and
+    the options of that kind of driving."""
+    opts = dict(options=_drive_options(a), shot=getattr(a, "shot", 0), smooth=not a.no_smooth,
+                keyframe_interval=a.keyframe_interval, crf=a.crf)
+    if a.camera is not None:
+        from puppeteer.drive import Camera
 
-    opts = _drive_options(a)
-    if camera is not None:
-        live = record_live(avatar, camera, a.output, camera.fps, crf=a.crf, progress=a.progress,
-                           into=into, options=opts, smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval,
-                           source=f"camera {a.camera}")
-        print(f"{live.count} frames from camera {a.camera} -> {a.output} (no face in {len(live.missing)})")
+        return Camera(a.camera, max_frames=a.max_frames), dict(opts, source=f"camera {a.camera}")
+    return a.driver, dict(opts, audio=not a.no_audio, max_frames=a.max_frames)
+
+
+def _report_drive(a, res) -> None:
+    if not hasattr(res, "frames"):  # a LiveDriver: recorded from the camera
+        print(f"{res.count} frames from camera {a.camera} -> {a.output} (no face in {len(res.missing)})")
         return
-    res = puppeteer_video(avatar, a.driver, a.output, into=into, shot=getattr(a, "shot", 0), options=opts,
-                          smooth=not a.no_smooth, keyframe_interval=a.keyframe_interval, audio=not a.no_audio,
-                          crf=a.crf, max_frames=a.max_frames, progress=a.progress)
     audio = f", {res.audio_seconds:.2f} s of audio" if res.audio_seconds is not None else ", no audio"
     held = f"; no face in {res.held} frame(s), interpolated" if res.held else ""
     print(f"{res.frames} frames at {res.fps:g} fps ({res.size[1]}x{res.size[0]}{audio}, reference frame "
           f"{res.reference}){held} -> {res.output}")
 
 
-def _open_camera(a):
-    if a.camera is None:
-        return None
-    from puppeteer.drive import Camera
-
-    return Camera(a.camera, max_frames=a.max_frames)
-
-
 def _cmd_animate(a):
     from finetune.personalize import FinetuneOptions
-    from reenact import io
+    from puppeteer.oneshot import animate
     from reenact.api import Reenactor
 
-    _drive_options(a)  # bad options fail before the slow part
-    camera = _open_camera(a)
+    driver, options = _driver(a)
     r = Reenactor.load(a.checkpoint, device=a.device)
-    avatar = r.personalize([a.portrait], landmarks=[a.landmarks] if a.landmarks else None,
-                           multiple="largest" if a.largest else "error", options=from_args(FinetuneOptions, a))
-    if a.save_avatar:
-        avatar.save(a.save_avatar)
-    _drive(a, avatar, None if a.crop else io.read_image(a.portrait), camera)
+    _, res = animate(a.portrait, driver, a.output, reenactor=r, landmarks=a.landmarks or None,
+                     multiple="largest" if a.largest else "error", finetune=from_args(FinetuneOptions, a),
+                     crop=a.crop, save_avatar=a.save_avatar or None, progress=a.progress, **options)
+    _report_drive(a, res)
 
 
 def _cmd_puppeteer(a):
-    _drive_options(a)
-    camera = _open_camera(a)
-    _drive(a, *_open_avatar_into(a), camera)
+    from puppeteer.drive import drive_to_file
+
+    driver, options = _driver(a)
+    avatar, into = _open_avatar_into(a)
+    _report_drive(a, drive_to_file(avatar, driver, a.output, into=into, progress=a.progress, **options))
 
 
 def _open_avatar_into(a):

@@ -21,15 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = {"reenact": 0, "meta_learning": 1, "finetune": 2, "puppeteer": 3}  # the data flow's order
 FRONT_DOOR = ("reenact.api", "reenact.cli", "reenact.app", "reenact.demo")  # modules and packages
 
-KNOWN: dict[tuple[str, str], str] = {
-    # The package's public names include Avatar, which finetune defines (TYPE_CHECKING import + lazy
-    # re-export); goes when the avatar type moves into the core.
-    ("reenact", "finetune.avatar"): "public name reenact.Avatar is defined in a stage",
-    # Avatar.drive() is a shortcut to puppeteer.drive.puppeteer_video; puppeteer.drive in turn loads a model
-    # through reenact.api, which imports finetune.avatar: a cycle. Goes with one "personalise, then drive" entry
-    # point in the front door (issue: puppeteer.animate).
-    ("finetune.avatar", "puppeteer.drive"): "Avatar.drive reaches into the driving stage",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> dict[str, Path]:

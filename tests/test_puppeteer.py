@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from puppeteer.drive import Camera, puppeteer_video, track_driver
+from puppeteer.drive import Camera, drive, puppeteer_video, track_driver
 from puppeteer.measure import RATIOS, jitter, shape_ratios
 from puppeteer.retarget import RetargetOptions, Retargeter, choose_reference, eye_openness, mouth_opening, retarget
 from reenact import io
@@ -237,7 +237,7 @@ def test_streaming_drive_is_lazy_and_holds_the_pose_without_a_face(avatar, drive
             pulled.append(i)
             yield f
 
-    live = avatar.drive(source())
+    live = drive(avatar, source())
     assert pulled == []  # nothing happens before the first output is asked for
     first = next(live)
     assert pulled == [0] and first.shape == (avatar.resolution,) * 2 + (3,) and first.dtype == np.uint8

@@ -215,8 +215,8 @@ def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *
     a ready ``avatar``), predicts jaw and mouth from the speech, adds natural motion, renders, pastes back into
     the portrait (``crop=True``: the face crops only) and writes ``output`` at ``fps`` with the speech muxed:
     ``round(duration x fps)`` frames."""
+    from puppeteer.oneshot import personalise_portrait
     from reenact import io, validate
-    from reenact.api import Reenactor
 
     check_speech_options(rate=rate, steps=steps, crf=crf, mouth_gain=mouth_gain)
     validate.fps(fps)
@@ -227,9 +227,8 @@ def speak(portrait: str | os.PathLike | np.ndarray, output: str | os.PathLike, *
     timings["speech"] = time.perf_counter() - t
     t = time.perf_counter()
     if avatar is None:
-        r = Reenactor.load(checkpoint, device)
-        avatar = r.personalize([portrait], steps=steps, landmarks=None if landmarks is None else [landmarks],
-                               multiple="largest", progress=progress, seed=seed)
+        avatar = personalise_portrait(portrait, checkpoint=checkpoint, device=device, landmarks=landmarks,
+                                      multiple="largest", steps=steps, seed=seed, progress=progress)[1]
     timings["personalize"] = time.perf_counter() - t
     t = time.perf_counter()
     model = SpeechModel.load(speech_model)
@@ -327,8 +326,8 @@ def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str |
     face fades out over ``FADE_SECONDS`` before them and in after): a warning names them and ``result.kept``
     lists them.
     """
+    from puppeteer.oneshot import personalise_portrait
     from reenact import io, validate
-    from reenact.api import Reenactor
     from reenact.crop import CropParams, box_from_points, crop_matrix, face_mask, paste_back, smooth_boxes
     from reenact.crop import transform_points
 

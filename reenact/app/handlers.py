@@ -278,7 +278,7 @@ class Handlers:
         if driver not in DRIVERS:
             raise UserError(f"unknown driver {driver!r}: choose one of {', '.join(DRIVERS)}")
         progress(0.0, "checking the uploads")
-        src, image = self._image(portrait, "portrait")
+        src, _ = self._image(portrait, "portrait")  # checked here; read again where it is used
         extras = [self._image(p, f"photo {i + 2}")[0] for i, p in enumerate(extra_photos or [])]
         if 1 + len(extras) > self.config.max_shots:
             raise UserError(f"{1 + len(extras)} photos; this app uses up to {self.config.max_shots}")
@@ -290,26 +290,30 @@ class Handlers:
         progress(0.05, "loading the model")
         r = self.reenactor()
         out = self._job_dir(session) / "animated.mp4"
-        progress(0.15, f"personalising ({steps} fine-tuning steps)" if steps else "personalising (feed-forward)")
-        with friendly_errors("personalising"):
-            # paths, not pixels: errors then name the file (no face in lp_s32.jpg: ...)
-            avatar = r.personalize([str(src), *map(str, extras)], steps=steps, multiple="largest", progress=True)
-        with friendly_errors("animating"), self._provenance(watermark, f"app animate ({driver})"):
-            if driver == "video":
-                from puppeteer.drive import puppeteer_video
+        personalising = f"personalising ({steps} fine-tuning steps)" if steps else "personalising (feed-forward)"
+        # paths, not pixels: errors then name the file (no face in lp_s32.jpg: ...)
+        person = dict(reenactor=r, photos=[str(p) for p in extras], multiple="largest", steps=steps, progress=True)
+        if driver == "video":
+            from puppeteer.oneshot import animate
 
-                progress(0.5, "driving: tracking the driver's face, rendering, writing the video")
-                res = puppeteer_video(avatar, drv, out, into=image if paste_back else None, options=options,
-                                      detector=r.detector, progress=True)
-                msg = (f"{res.frames} frames at {res.fps:g} fps"
-                       + (f", {res.audio_seconds:.1f} s of the driver's audio" if res.audio_seconds else "")
-                       + (f"; no face in {res.held} driver frame(s), filled in" if res.held else ""))
-            else:
-                from puppeteer.audio.speak import speak
+            progress(0.15, f"{personalising}, then driving: tracking the driver's face, rendering, writing the "
+                           "video")
+            with friendly_errors("animating"), self._provenance(watermark, f"app animate ({driver})"):
+                _, res = animate(str(src), drv, out, crop=not paste_back, options=options, **person)
+            msg = (f"{res.frames} frames at {res.fps:g} fps"
+                   + (f", {res.audio_seconds:.1f} s of the driver's audio" if res.audio_seconds else "")
+                   + (f"; no face in {res.held} driver frame(s), filled in" if res.held else ""))
+        else:
+            from puppeteer.audio.speak import speak
+            from puppeteer.oneshot import personalise_portrait
 
-                progress(0.5, "speaking: predicting the mouth from the speech, rendering, writing the video")
+            progress(0.15, personalising)
+            with friendly_errors("personalising"):
+                avatar = personalise_portrait(str(src), **person)[1]
+            progress(0.5, "speaking: predicting the mouth from the speech, rendering, writing the video")
+            with friendly_errors("animating"), self._provenance(watermark, f"app animate ({driver})"):
                 res = speak(src, out, avatar=avatar, crop=not paste_back, progress=True, **speech)
-                msg = f"{res.frames} frames at {res.fps:g} fps, {res.audio_seconds:.1f} s of speech"
+            msg = f"{res.frames} frames at {res.fps:g} fps, {res.audio_seconds:.1f} s of speech"
         t = time.perf_counter()
         proof = self.verify_text(out)
         timings = {**res.timings, "verify": time.perf_counter() - t}
