@@ -326,8 +326,8 @@ def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str |
     face fades out over ``FADE_SECONDS`` before them and in after): a warning names them and ``result.kept``
     lists them.
     """
-    from puppeteer.oneshot import personalise_portrait
     from reenact import io, validate
+    from reenact.api import Reenactor
     from reenact.crop import CropParams, box_from_points, crop_matrix, face_mask, paste_back, smooth_boxes
     from reenact.crop import transform_points
 
