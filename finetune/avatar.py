@@ -140,7 +140,7 @@ class Avatar(AvatarInterface):
         self.base = base
         # (K, S, S, 3) uint8 source crops: the warp-guided generator renders from them, so they travel in the file
         self.source_crops = None if crops is None else np.ascontiguousarray(np.asarray(crops, dtype=np.uint8))
-        if getattr(base.G, "needs_sources", False) and self.source_crops is None:
+        if base.G.needs_sources and self.source_crops is None:
             raise CheckpointError("the base model's warp-guided generator needs the source crops, which this "
                                   "avatar does not carry")
         self._person(base, psi, e, base.G.num_adain_params, encoded, sources, info, history)
@@ -175,7 +175,7 @@ class Avatar(AvatarInterface):
                             "flip": o.flip, "scale": o.scale, "shift": o.shift, "seed": o.seed,
                             "train": o.train, "lr_psi": o.lr_psi, "warp_trust": o.warp_trust},
                 "seconds": round(result.seconds, 3)}
-        crops = np.stack([s.crop for s in shots]) if getattr(base.G, "needs_sources", False) else None
+        crops = np.stack([s.crop for s in shots]) if base.G.needs_sources else None
         return cls(base, result.psi, result.e, encoded, sources, info, result.history, crops=crops)
 
     # -- properties ---------------------------------------------------------------------------------
