@@ -56,6 +56,12 @@ class FinetuneOptions:
     # sources' warped pixels through instead of painting over them (0: off, the paper's FT)
     warp_trust: float = option(0.0, "penalty on the warp-guided G's painted share (0: off)",
                                type=NON_NEGATIVE_FLOAT)
+    # photo renderer (region generators): extra terms of fine-tuning (finetune.region_finetune; issue 21)
+    identity: float = option(0.0, "photo renderer: weight of the SFace identity loss on the mouth pasted back into "
+                                  "the photo's face (0: off)", type=NON_NEGATIVE_FLOAT)
+    perceptual: float | None = option(None, "photo renderer: weight of the EfficientNet-Lite0 perceptual loss on "
+                                            "the mouth crops (default: the model's loss.perceptual)",
+                                      type=NON_NEGATIVE_FLOAT)
 
     def __post_init__(self):
         if self.train not in ("all", "psi"):
@@ -64,6 +70,8 @@ class FinetuneOptions:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if float(self.identity) < 0 or (self.perceptual is not None and float(self.perceptual) < 0):
+            raise ValueError(f"identity and perceptual weights must be >= 0, got {self.identity}, {self.perceptual}")
 
 
 @dataclass

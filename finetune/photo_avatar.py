@@ -52,9 +52,11 @@ class PhotoAvatar(Avatar):
     # -- construction ----------------------------------------------------------------------------------
     @classmethod
     def personalize(cls, base: "RegionModel", shots: Sequence["Shot"], steps: int = 0, seed: int = 0,
-                    progress: bool = True, g_encoding: str = "delta-int8", **ft_options) -> "PhotoAvatar":
+                    progress: bool = True, g_encoding: str = "delta-int8", identity: float = 0.0,
+                    perceptual: float | None = None, **ft_options) -> "PhotoAvatar":
         """An avatar from the shots: feed-forward (``steps=0``: ``psi = P E(region crops)``) or fine-tuned
-        (``finetune.region_finetune``)."""
+        (``finetune.region_finetune``). identity / perceptual: weights of the SFace identity term (0: off) and of
+        the EfficientNet-Lite0 term (None: the model's ``loss.perceptual``) in fine-tuning."""
         photos = [s.image for s in shots]
         if any(p is None for p in photos):
             raise InputError("<images>", "the photo renderer needs the full source images")
@@ -68,6 +70,10 @@ class PhotoAvatar(Avatar):
         if steps > 0:
             from finetune.region_finetune import finetune_region
 
+            if float(identity):
+                ft_options["identity"] = float(identity)
+            if perceptual is not None:
+                ft_options["perceptual"] = float(perceptual)
             G, psi, history, seconds = finetune_region(base, photos, pts, psi, steps=steps, seed=seed,
                                                        progress=progress, **ft_options)
             encoded = encode_generator(G.state_dict(), base.G.state_dict(), g_encoding)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from reenact.errors import CheckpointError
+from reenact.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -166,17 +166,22 @@ class Reenactor:
         from finetune.personalize import FinetuneOptions, personalize
         from finetune.shots import load_shots
 
-        shots = load_shots(images, self.resolution, landmarks, multiple, detector=lambda: self.detector,
-                           cropped=cropped)
         given = {"steps": None if steps is None else int(steps), "progress": progress,
                  "seed": None if seed is None else int(seed)}
         finetune_options.update({k: v for k, v in given.items() if v is not None})
         opts = dataclasses.replace(options or FinetuneOptions(), **finetune_options)
+        if self.renderer != "photo" and (float(opts.identity) or opts.perceptual is not None):
+            # the crop model's fine-tuning terms are its loss.content
+            raise InputError("fine-tuning options", "identity and perceptual weights apply to the photo renderer "
+                                                    "only (this model's fine-tuning uses its loss.content)")
+        shots = load_shots(images, self.resolution, landmarks, multiple, detector=lambda: self.detector,
+                           cropped=cropped)
         if self.renderer == "photo":
             from finetune.photo_avatar import PhotoAvatar
 
             return PhotoAvatar.personalize(self.base, shots, steps=int(opts.steps), seed=int(opts.seed),
                                            progress=opts.progress, g_encoding=g_encoding,
+                                           identity=opts.identity, perceptual=opts.perceptual,
                                            **({} if opts.lr_g is None else {"lr": opts.lr_g}))
         result = personalize(self.base, shots, opts)
         return Avatar.from_personalization(self.base, shots, result, g_encoding=g_encoding)

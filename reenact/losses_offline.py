@@ -50,21 +50,34 @@ def similarity_to(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.cat([rot, t[..., None]], -1)
 
 
+def face_matrix(points: torch.Tensor, size: int = SFACE_SIZE) -> torch.Tensor:
+    """``(B, 2, 3)`` float64 similarity from pixels of the ``size`` px SFace-aligned face to pixels of the image
+    whose landmarks are ``points`` ``(B, 68, 2)`` (least squares over the five points)."""
+    tpl = torch.tensor(SFACE_TEMPLATE, dtype=torch.float64, device=points.device) * (size / SFACE_SIZE)
+    return similarity_to(tpl.expand(points.shape[0], -1, -1), five_points(points.detach()))
+
+
+def sampling_grid(m: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:
+    """``grid_sample`` grid ``(B, size, size, 2)`` (``align_corners=False``) that reads, at each pixel ``u`` of a
+    ``size`` px output, the pixel ``m @ [u, 1]`` of a ``height`` x ``width`` image; ``m`` ``(B, 2, 3)``. Being
+    normalised, the same grid reads a resized copy of that image at the same places."""
+    b = m.shape[0]
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64, device=m.device),
+                            torch.arange(size, dtype=torch.float64, device=m.device), indexing="ij")
+    grid = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)  # (1, size*size, 3)
+    src = grid @ m.double().transpose(1, 2)  # (B, size*size, 2) image pixels
+    # grid_sample's align_corners=False coordinates: pixel centre x sits at (2x + 1) / W - 1
+    norm = torch.stack([(2 * src[..., 0] + 1) / width - 1, (2 * src[..., 1] + 1) / height - 1], -1)
+    return norm.view(b, size, size, 2)
+
+
 def align_faces(images: torch.Tensor, points: torch.Tensor, size: int = SFACE_SIZE) -> torch.Tensor:
     """Faces ``(B, 3, size, size)`` cut from ``images`` ``(B, 3, H, W)`` with the similarity that maps the five
     points of ``points`` ``(B, 68, 2)`` onto :data:`SFACE_TEMPLATE` (scaled to ``size``); bilinear, zeros
     outside, differentiable in the images."""
-    b, _, h, w = images.shape
-    tpl = torch.tensor(SFACE_TEMPLATE, dtype=torch.float64, device=images.device) * (size / SFACE_SIZE)
-    m = similarity_to(tpl.expand(b, -1, -1), five_points(points.detach()))  # crop pixels -> image pixels
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64, device=images.device),
-                            torch.arange(size, dtype=torch.float64, device=images.device), indexing="ij")
-    grid = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)  # (1, size*size, 3)
-    src = grid @ m.transpose(1, 2)  # (B, size*size, 2) image pixels
-    # grid_sample's align_corners=False coordinates: pixel centre x sits at (2x + 1) / W - 1
-    norm = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], -1)
-    norm = norm.view(b, size, size, 2).to(images.dtype)
-    return F.grid_sample(images, norm, mode="bilinear", padding_mode="zeros", align_corners=False)
+    _, _, h, w = images.shape
+    grid = sampling_grid(face_matrix(points, size), size, h, w).to(images.dtype)  # crop pixels -> image pixels
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def to_sface_input(images: torch.Tensor) -> torch.Tensor:

@@ -121,6 +121,10 @@ class EvalOptions:
     ft_lr_psi: float | None = option(None, "psi's fine-tuning learning rate (default: lr_g)", type=POSITIVE_FLOAT)
     ft_warp_trust: float = option(0.0, "fine-tuning penalty on the warp-guided G's painted share (0: off)",
                                   type=NON_NEGATIVE_FLOAT)
+    ft_identity: float = option(0.0, "photo renderer: weight of the SFace identity loss in fine-tuning (0: off)",
+                                type=NON_NEGATIVE_FLOAT)
+    ft_perceptual: float | None = option(None, "photo renderer: weight of the EfficientNet-Lite0 perceptual loss in "
+                                               "fine-tuning (default: the model's)", type=NON_NEGATIVE_FLOAT)
 
     def __post_init__(self):
         if self.protocol not in ("self", "cross", "speech", "user"):

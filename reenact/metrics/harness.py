@@ -98,12 +98,13 @@ class ModelRenderer:
 
     def __init__(self, checkpoint: str, device: str = "cpu", ft_steps: int = 0, seed: int = 0,
                  batch_size: int = 16, ft_train: str = "all", ft_lr_psi: float | None = None,
-                 ft_warp_trust: float = 0.0):
+                 ft_warp_trust: float = 0.0, ft_identity: float = 0.0, ft_perceptual: float | None = None):
         from reenact.api import Reenactor
 
         self.reenactor = Reenactor.load(checkpoint, device)
         self.ft_steps, self.seed, self.batch_size = int(ft_steps), int(seed), batch_size
         self.ft_train, self.ft_lr_psi, self.ft_warp_trust = ft_train, ft_lr_psi, float(ft_warp_trust)
+        self.ft_identity, self.ft_perceptual = float(ft_identity), ft_perceptual
         self._last: tuple[str, object] | None = None  # (sources' hash, avatar) of the latest personalisation
 
     def render(self, src_images, src_points, tgt_points):
@@ -124,6 +125,7 @@ class ModelRenderer:
             avatar = self.reenactor.personalize(list(src_images), steps=self.ft_steps, landmarks=list(src_points),
                                                 progress=False, seed=self.seed, train=self.ft_train,
                                                 lr_psi=self.ft_lr_psi, warp_trust=self.ft_warp_trust,
+                                                identity=self.ft_identity, perceptual=self.ft_perceptual,
                                                 cropped=as_is)
             self._last = (h.hexdigest(), avatar)
         S, R = src_images.shape[1], avatar.resolution
@@ -142,7 +144,8 @@ def make_renderer(method: str, opts: "EvalOptions") -> Renderer:
         return WarpRenderer(opts.warp_kind, opts.device, opts.batch_size)
     if method == "model":
         return ModelRenderer(opts.checkpoint, opts.device, opts.ft_steps, opts.seed, opts.batch_size,
-                             opts.ft_train, opts.ft_lr_psi, opts.ft_warp_trust)
+                             opts.ft_train, opts.ft_lr_psi, opts.ft_warp_trust,
+                             getattr(opts, "ft_identity", 0.0), getattr(opts, "ft_perceptual", None))
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -189,7 +192,9 @@ def method_tag(method: str, k: int, opts) -> str:
     if int(opts.ft_steps):  # only settings away from the paper's FT enter the tag
         ft += ("" if opts.ft_train == "all" else opts.ft_train) \
             + ("" if opts.ft_lr_psi is None else f"lr{float(opts.ft_lr_psi):g}") \
-            + (f"wt{float(opts.ft_warp_trust):g}" if opts.ft_warp_trust else "")
+            + (f"wt{float(opts.ft_warp_trust):g}" if opts.ft_warp_trust else "") \
+            + (f"id{float(opts.ft_identity):g}" if getattr(opts, "ft_identity", 0.0) else "") \
+            + ("" if getattr(opts, "ft_perceptual", None) is None else f"pc{float(opts.ft_perceptual):g}")
     # "-v2": sources given to the model as they are; caches of the earlier harness, which cropped them again,
     # must not answer for it
     return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}-v2"

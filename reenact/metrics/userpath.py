@@ -127,7 +127,8 @@ def _model(opts: EvalOptions) -> UserRender:
         torch.manual_seed(opts.seed)
         avatar = reenactor.personalize(list(photos), steps=opts.ft_steps, landmarks=list(photo_points),
                                        progress=False, seed=opts.seed, train=opts.ft_train,
-                                       lr_psi=opts.ft_lr_psi, warp_trust=opts.ft_warp_trust)
+                                       lr_psi=opts.ft_lr_psi, warp_trust=opts.ft_warp_trust,
+                                       identity=opts.ft_identity, perceptual=opts.ft_perceptual)
         return avatar.render_full_batch(np.asarray(target_points, np.float32), photos[0], shot=0)
 
     return render
