@@ -145,7 +145,8 @@ class EvalOptions:
                 raise InputError("eval options", "the user protocol renders full frames; it has no render cache")
         else:
             known = METHODS
-        bad = [m for m in self.methods if m not in known]
+        bad = [m for m in self.methods if m not in known
+               and not (self.protocol == "user" and m.startswith("model:"))]  # model:CKPT, userpath.make_method
         if bad:
             raise InputError("eval options", f"unknown method(s) {bad}; choose from {', '.join(known)}")
         if "model" in self.methods and not self.checkpoint and self.protocol not in ("speech", "user"):

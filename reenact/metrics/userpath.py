@@ -150,7 +150,12 @@ def method_names() -> tuple[str, ...]:
 
 
 def make_method(name: str, opts: EvalOptions) -> UserRender:
-    """The render callable of method ``name`` for these options."""
+    """The render callable of method ``name`` for these options. ``model:CKPT`` is the ``model`` method with
+    checkpoint ``CKPT`` (a bundled name or a folder), so one run can compare several models side by side."""
+    if name.startswith("model:"):
+        from dataclasses import replace
+
+        return _model(replace(opts, checkpoint=name.split(":", 1)[1]))
     if name not in METHODS:
         raise InputError("eval options", f"unknown user-path method {name!r}; choose from {', '.join(METHODS)}")
     factory = METHODS[name]
