@@ -30,12 +30,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.shots import ImageLike, LandmarksLike
     from reenact.landmarks.base import FaceLandmarks, LandmarkDetector
 
-#: Where a model shipped with the package would live (a checkpoint directory: meta.json, config.yaml,
-#: model.safetensors).
-DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "default"
-#: Models shipped with the package, by name (``Reenactor.load("photo")``, ``--checkpoint photo``): "default" the
-#: 256 px crop generator, "photo" the photo renderer's mouth generator (E and G in float16, no D).
-BUNDLED = {"default": DEFAULT_WEIGHTS, "photo": DEFAULT_WEIGHTS.with_name("photo")}
+WEIGHTS = Path(__file__).with_name("weights")
+#: The bundled crop model (256 px warp-guided crop generator, pasted back), the default until 0.1.0's photo
+#: renderer passed it on the held-out figures; its folder keeps the name ``default`` (avatar files record it).
+CROP_WEIGHTS = WEIGHTS / "default"
+#: The bundled photo renderer's mouth generator (E and G in float16, no D): the default model.
+PHOTO_WEIGHTS = WEIGHTS / "photo"
+#: Name of the bundled default model (``Reenactor.load()``, any command without ``--checkpoint``).
+DEFAULT_MODEL = "photo"
+#: Models shipped with the package, by name (``Reenactor.load("crop")``, ``--checkpoint crop``): "photo" the
+#: photo renderer, "crop" the crop generator, "default" whichever of them is the default (``DEFAULT_MODEL``).
+BUNDLED = {"photo": PHOTO_WEIGHTS, "crop": CROP_WEIGHTS}
+BUNDLED["default"] = BUNDLED[DEFAULT_MODEL]
+#: The default model's checkpoint directory (a checkpoint directory: meta.json, config.yaml, weights).
+DEFAULT_WEIGHTS = BUNDLED[DEFAULT_MODEL]
 
 
 def default_checkpoint() -> Path:
@@ -67,7 +75,8 @@ class Reenactor:
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str = "auto",
              landmarks_backend: str = "dlib") -> "Reenactor":
         """Load a checkpoint (a run folder, its ``checkpoints`` folder or a ``step_*`` folder, or the name of a
-        bundled model: ``"photo"``, ``"default"``); ``None``: the bundled default model. ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:N"``.
+        bundled model: ``"photo"``, ``"crop"``, ``"default"``); ``None`` or ``"default"``: the bundled default model
+        (``"photo"``, :data:`DEFAULT_MODEL`). ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:N"``.
         ``landmarks_backend``: detector used for source images without given landmarks."""
         import json
 
@@ -199,19 +208,37 @@ def open_avatar(path: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     """Open an avatar file together with its base model.
 
     checkpoint: the base model; ``None`` tries the checkpoint recorded in the avatar file (if it still exists),
-    then the bundled default model.
+    then the bundled model the file was made from (by its weights' hash: a crop avatar opens on the crop model
+    wherever the package moved), then the bundled default model.
     """
     if checkpoint is None:
         from finetune.avatar import read_avatar_metadata
 
-        recorded = read_avatar_metadata(path).get("base_checkpoint")
+        meta = read_avatar_metadata(path)
+        recorded = meta.get("base_checkpoint")
+        bundled = bundled_by_hash(meta.get("base_hash"))
         if recorded and (Path(recorded) / "meta.json").exists():
             checkpoint = recorded
+        elif bundled is not None:
+            checkpoint = bundled
         elif recorded and not (DEFAULT_WEIGHTS / "meta.json").exists():
             raise CheckpointError(f"{path}: its base model {recorded} is not there any more and no default model "
                                   "is bundled; pass the checkpoint it was made from (checkpoint=... in Python, "
                                   "--checkpoint on the command line)")
     return Reenactor.load(checkpoint, device).load_avatar(path)
+
+def bundled_by_hash(base_hash: str | None) -> Path | None:
+    """The bundled model whose weights have SHA-256 ``base_hash`` (from its meta.json), or None."""
+    import json
+
+    for path in dict.fromkeys(BUNDLED.values()):
+        try:
+            if base_hash and json.loads((path / "meta.json").read_text()).get("weights_sha256") == base_hash:
+                return path
+        except (OSError, ValueError):
+            continue
+    return None
+
 
 def drive(avatar: "Avatar", frames, **options) -> "LiveDriver":
     """Drive ``avatar`` with a stream of RGB uint8 frames (camera, video, any iterator), lazily: an iterator that
@@ -223,4 +250,5 @@ def drive(avatar: "Avatar", frames, **options) -> "LiveDriver":
     return drive_frames(avatar, frames, **options)
 
 
-__all__ = ["Reenactor", "open_avatar", "drive", "default_checkpoint", "DEFAULT_WEIGHTS", "BUNDLED"]
+__all__ = ["Reenactor", "open_avatar", "drive", "default_checkpoint", "bundled_by_hash", "DEFAULT_WEIGHTS",
+           "DEFAULT_MODEL", "CROP_WEIGHTS", "PHOTO_WEIGHTS", "BUNDLED"]

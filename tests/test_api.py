@@ -37,14 +37,40 @@ def test_import_is_light():
     assert out.strip() == "[]"
 
 
-def test_no_bundled_default_model_is_explained():
+def test_no_bundled_default_model_is_explained(tmp_path, monkeypatch):
+    import reenact.api
     from reenact import Reenactor
-    from reenact.api import DEFAULT_WEIGHTS
 
-    if (DEFAULT_WEIGHTS / "meta.json").exists():
-        pytest.skip("a default model is bundled")
+    monkeypatch.setattr(reenact.api, "DEFAULT_WEIGHTS", tmp_path / "missing")  # a package without weights
     with pytest.raises(CheckpointError, match=r"no default model is bundled.*Reenactor\.load\('runs/"):
         Reenactor.load()
+
+
+def test_the_default_model_is_the_photo_renderer_and_the_crop_model_has_a_name():
+    from reenact import Reenactor
+    from reenact.api import BUNDLED, CROP_WEIGHTS, PHOTO_WEIGHTS, default_checkpoint
+
+    assert default_checkpoint() == PHOTO_WEIGHTS == BUNDLED["default"] == BUNDLED["photo"]
+    assert BUNDLED["crop"] == CROP_WEIGHTS and (CROP_WEIGHTS / "meta.json").exists()
+    assert Reenactor.load(None, "cpu").renderer == Reenactor.load("default", "cpu").renderer == "photo"
+    crop = Reenactor.load("crop", "cpu")
+    assert crop.renderer == "crop" and crop.resolution == 256
+
+
+def test_an_avatar_of_a_bundled_model_opens_on_it_by_its_hash(portrait, tmp_path):
+    """An avatar file whose recorded base folder is gone opens on the bundled model with its weights' hash (a
+    crop avatar is not given to the photo default)."""
+    from finetune.avatar import read_avatar_file
+    from reenact import Reenactor
+    from reenact.api import open_avatar
+    from safetensors.torch import save_file
+
+    a = Reenactor.load("crop", "cpu").personalize([portrait], steps=0, progress=False)
+    meta, tensors = read_avatar_file(a.save(tmp_path / "crop.safetensors"))
+    meta["base_checkpoint"] = str(tmp_path / "moved" / "default")
+    save_file(tensors, str(tmp_path / "moved.safetensors"), metadata=meta)
+    b = open_avatar(tmp_path / "moved.safetensors", device="cpu")
+    assert b.base_hash == a.base_hash and b.base.resolution == 256
 
 
 def test_base_hash_is_stored_once_and_deterministic(r, tiny_checkpoint):

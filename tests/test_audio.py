@@ -286,6 +286,39 @@ def test_lipsync_revoices_a_video(tiny_checkpoint, talking_clip, speech, tmp_pat
     assert abs(n - 1.5 * fps) <= 1 and abs(len(audio) / 16000 - 1.5) < 0.1
 
 
+def test_lipsync_with_the_default_photo_model_revoices_each_frame_in_place(speech_clip, speech, tmp_path,
+                                                                         monkeypatch):
+    """The default model (the photo renderer) re-voices a real clip with each video frame as the photo: the
+    frame warped from its own landmarks to the lip-synced ones, the mouth painted by the mouth generator. The
+    mouth changes; outside the face the video's pixels stay (codec and watermark noise only)."""
+    from puppeteer.audio import speak as sp
+    from reenact import io
+
+    calls = []
+    real = sp.render_into_frame
+    monkeypatch.setattr(sp, "render_into_frame", lambda a, f, p, t: calls.append(type(a).__name__) or real(a, f, p, t))
+    wav = _write_wav(tmp_path / "n.wav", speech[:int(1.2 * 16000)])
+    res = sp.lipsync(speech_clip, tmp_path / "out.mp4", audio=wav, steps=0, device="cpu", progress=False)
+    n, fps, audio = _frames_and_audio(res.output)
+    assert res.frames == n == 30 and abs(len(audio) / 16000 - 1.2) < 0.1
+    assert calls == ["PhotoAvatar"] * 30  # one render per frame, on that frame
+    out = np.stack(list(io.read_frames(res.output))).astype(np.float32)
+    src = np.stack(list(io.read_frames(speech_clip, max_frames=n))).astype(np.float32)
+    assert out.shape == src.shape  # the video's own size: 1.2 s of a 3 s clip, played forward once
+    diff = np.abs(out - src).mean(-1)
+    pts = res.points
+    lo, hi = pts[:, 48:68].min((0, 1)).astype(int), pts[:, 48:68].max((0, 1)).astype(int)
+    mouth = diff[:, lo[1]:hi[1], lo[0]:hi[0]].mean((1, 2))
+    flo, fhi = pts.min((0, 1)), pts.max((0, 1))
+    a, b = np.maximum(flo - 0.3 * (fhi - flo), 0).astype(int), (fhi + 0.3 * (fhi - flo)).astype(int)
+    outside = np.ones(diff.shape[1:], bool)
+    outside[a[1]:b[1], a[0]:b[0]] = False
+    rest = diff[:, outside].mean(1)
+    # measured (2026-12-04): mouth 8.5-15.4 grey levels per frame, outside the face 1.5-1.7
+    assert rest.max() < 2.5, rest
+    assert mouth.min() > 3 * rest.max(), (mouth, rest)
+
+
 def test_cli_speak_and_lipsync(tiny_checkpoint, portrait, talking_clip, speech, tmp_path):
     from reenact.cli import main
 
@@ -310,9 +343,12 @@ def _clip_whose_face_leaves(speech_clip, path, frames: int = 20, face_frames: in
     return io.write_video(path, real + empty, io.probe(speech_clip).fps, provenance=None)
 
 
-def test_lipsync_keeps_the_frames_where_the_face_has_left(tiny_checkpoint, speech_clip, speech, tmp_path):
+@pytest.mark.parametrize("model", ["tiny crop model", "default photo model"])
+def test_lipsync_keeps_the_frames_where_the_face_has_left(model, request, speech_clip, speech, tmp_path):
     from puppeteer.audio.speak import lipsync
     from reenact import io
+
+    tiny_checkpoint = request.getfixturevalue("tiny_checkpoint") if model.startswith("tiny") else None
 
     clip = _clip_whose_face_leaves(speech_clip, tmp_path / "leaves.mp4")
     wav = _write_wav(tmp_path / "n.wav", speech[:int(20 / 25 * 16000)])

@@ -31,12 +31,16 @@ def test_fp16_export_renders_like_the_original(tmp_path, tiny_warp_checkpoint, p
         export_checkpoint(tiny_warp_checkpoint, tmp_path / "bad", modules=("X",))
 
 
-def test_default_model_is_bundled_small_and_loads():
+def test_bundled_models_are_small_and_load():
+    from reenact.api import BUNDLED
+
     path = default_checkpoint()
-    size = sum(f.stat().st_size for f in path.iterdir())
-    assert size < 40 * 2**20
+    assert path == BUNDLED["photo"] and sum(f.stat().st_size for f in path.iterdir()) < 10 * 2**20
     r = Reenactor.load(None, "cpu")
-    assert r.base.config.model.resolution == 256 and (path / "MODEL_CARD.md").exists()
+    assert r.renderer == "photo" and (path / "MODEL_CARD.md").exists()
+    crop = BUNDLED["crop"]
+    assert sum(f.stat().st_size for f in crop.iterdir()) < 40 * 2**20 and (crop / "MODEL_CARD.md").exists()
+    assert Reenactor.load("crop", "cpu").base.config.model.resolution == 256
 
 
 def test_transfer_tool_writes_files_under_the_limit_that_load_as_the_original(tmp_path, tiny_warp_checkpoint):

@@ -6,6 +6,8 @@
 - :func:`speech_track`: a portrait's landmarks + speech -> a ``(T, 68, 2)`` talking track with natural motion.
 - :func:`lipsync_track`: a video's own track with the mouth and jaw replaced from new speech.
 - :func:`speak` and :func:`lipsync`: personalise a model, render, paste back, write the mp4 with the audio.
+  With a photo-renderer avatar (the default model) lipsync uses each video frame as the photo
+  (:func:`render_into_frame`: Wav2Lip's setting); with a crop avatar it pastes rendered crops into the frames.
 """
 from __future__ import annotations
 
@@ -310,6 +312,49 @@ def _frames_at(video: Path, indices: np.ndarray) -> list[np.ndarray]:
     return [got[int(i)] for i in indices]
 
 
+def render_into_frame(avatar, frame: np.ndarray, frame_points: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """A photo-renderer avatar's region generator (its ``G`` and ``psi``) applied to another picture of the same
+    person: ``frame`` (RGB uint8 ``(H, W, 3)``) is warped at its own resolution from its own landmarks
+    ``frame_points`` ``(68, 2)`` to each of ``targets`` ``(N, 68, 2)`` (frame pixels), and G paints the mouth
+    (:class:`reenact.renderer.PhotoRenderer` built on the frame). Returns ``(N, H, W, 3)`` uint8: outside the
+    face the frame's own pixels. Lipsync's per-frame render: a new photo per frame, so the OpenCV backend
+    (the torch backend's per-photo setup costs more than one frame's render)."""
+    from reenact.renderer import PhotoRenderer
+
+    base = avatar.base
+    renderer = PhotoRenderer(frame, frame_points, avatar.G, avatar.psi, base.spec, base.size, backend="numpy")
+    return renderer.render(np.asarray(targets, np.float32).reshape(-1, 68, 2))
+
+
+class _FrameRenderer:
+    """The compositor :func:`lipsync` gives :func:`~puppeteer.render_loop.render_video` for a photo avatar:
+    output frame ``i`` is video frame ``idx[i]`` re-rendered from its own tracked landmarks to the lip-synced
+    ``points[i]`` (:func:`render_into_frame`), faded with ``weight[i]`` (0: the frame as it is, not rendered).
+    ``render_video`` asks for the frames in order, one batch after the other: a cursor counts them."""
+
+    def __init__(self, frames: "_FrameSource", frame_points: np.ndarray, idx: np.ndarray, weight: np.ndarray):
+        self.frames, self.frame_points, self.idx, self.weight = frames, frame_points, idx, weight
+        self.next = 0
+
+    def render(self, avatar, points: np.ndarray, batch_size: int | None = None,
+               timings: dict[str, float] | None = None) -> list[np.ndarray]:
+        timings = {} if timings is None else timings
+        out = []
+        for p in points:
+            i, self.next = self.next, self.next + 1
+            frame = self.frames[int(self.idx[i])]
+            t = time.perf_counter()
+            w = float(self.weight[i])
+            if w > 0:
+                new = render_into_frame(avatar, frame, self.frame_points[int(self.idx[i])], p[None])[0]
+                if w < 1:
+                    new = np.rint(w * new + (1 - w) * frame.astype(np.float32)).astype(np.uint8)
+                frame = new
+            timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
+            out.append(frame)
+        return out
+
+
 def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str | os.PathLike | None = None,
             text: str | None = None, voice: str = "en", rate: int = 150,
             checkpoint: str | os.PathLike | None = None, steps: int | None = None, shots: int = 1,
@@ -317,9 +362,12 @@ def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str |
             detector=None, max_seconds: float = 120.0, seed: int = 0, crf: int = OutputOptions.crf,
             progress: bool = True) -> SpeakResult:
     """Re-voice ``video``: its face says the new ``audio`` (or ``text``). The mouth and jaw come from the speech,
-    everything else from the video's own landmarks. A model is personalised on ``shots`` frames of the video;
-    each output frame is rendered in that frame's own crop and pasted back into it. The output lasts as long as
-    the speech (the video plays forward and backward as needed): ``round(duration x fps)`` frames, speech muxed.
+    everything else from the video's own landmarks. A model (``checkpoint``; default: the bundled default, the
+    photo renderer) is personalised on ``shots`` frames of the video. With the photo renderer each output frame
+    is its video frame warped from its own landmarks to the lip-synced ones, the mouth painted by the mouth
+    generator (:func:`render_into_frame`); with a crop model (e.g. ``checkpoint="crop"``) it is rendered in that
+    frame's own crop and pasted back into it. The output lasts as long as the speech (the video plays forward
+    and backward as needed): ``round(duration x fps)`` frames, speech muxed.
 
     Only the frames the speech needs are decoded (at most ``max_seconds`` of the video), one at a time. Frames
     where the face is not found (it left the picture, turned away) are written as they are, not re-voiced (the
@@ -366,14 +414,20 @@ def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str |
     t = time.perf_counter()
     points = lipsync_track(track.points[idx], samples, fps, F.SAMPLE_RATE, SpeechModel.load(speech_model),
                            valid[idx], mouth_gain)
+    frames = _FrameSource(video, n_in, loops=n_out > n_in)
+    # where the face is lost a pasted face would float where there is none: the frame stays as it is
+    weight = face_weights(valid[idx], fade=max(1, round(FADE_SECONDS * fps)))
+    if getattr(avatar, "renders_photo", False):
+        timings["landmarks"] = time.perf_counter() - t
+        render_video(avatar, points, output, fps, compositor=_FrameRenderer(frames, track.points, idx, weight),
+                     audio=samples, audio_rate=F.SAMPLE_RATE, crf=crf, batch_size=8, progress=progress,
+                     timings=timings)
+        return SpeakResult(output, n_out, fps, len(samples) / F.SAMPLE_RATE, points, timings, kept=lost)
     S = avatar.resolution
     boxes = smooth_boxes(box_from_points(track.points, CropParams(size=S)), fps)[idx]
     mats = np.stack([crop_matrix(b, S) for b in boxes])
     crop_pts = np.stack([transform_points(p, m) for p, m in zip(points, mats)]).astype(np.float32)
     timings["landmarks"] = time.perf_counter() - t
-    frames = _FrameSource(video, n_in, loops=n_out > n_in)
-    # where the face is lost a pasted face would float where there is none: the frame stays as it is
-    weight = face_weights(valid[idx], fade=max(1, round(FADE_SECONDS * fps)))
 
     def paste(i, c, p):
         frame = frames[int(idx[i])]
