@@ -121,7 +121,12 @@ def test_identity_weights_are_checked_and_refused_by_the_crop_model():
 
     with pytest.raises(ValueError):
         FinetuneOptions(identity=-1.0)
-    r = Reenactor.load(device="cpu")
+    from pathlib import Path
+
+    import reenact
+
+    r = Reenactor.load(str(Path(reenact.__file__).with_name("weights") / "default"), device="cpu")  # the crop model
+    assert r.renderer != "photo"
     with pytest.raises(InputError, match="photo renderer"):
         r.personalize([np.zeros((64, 64, 3), np.uint8)], landmarks=[np.zeros((68, 2), np.float32)], steps=1,
                       identity=1.0)
