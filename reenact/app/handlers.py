@@ -161,7 +161,8 @@ class Handlers:
 
     def describe_model(self) -> str:
         r = self.reenactor()
-        return (f"model {Path(r.checkpoint).name} ({r.resolution} px, base {r.base_hash[:12]}) on "
+        size = "photo renderer, at the photo's resolution" if r.renderer == "photo" else f"{r.resolution} px"
+        return (f"model {Path(r.checkpoint).name} ({size}, base {r.base_hash[:12]}) on "
                 f"{str(r.device).upper()}")
 
     def _session_dir(self, session: str | None) -> Path:
