@@ -326,7 +326,7 @@ def _add_speech_args(s) -> None:
     s.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
     s.add_argument("--voice", default="en", help="eSpeak NG voice for --text (default en)")
     s.add_argument("--rate", type=RATE, default=150, help="speaking rate for --text, words per minute (default 150)")
-    s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
+    s.add_argument("--checkpoint", help="meta-learned checkpoint, or a bundled model: photo (the default), crop")
     _add_finetune_args(s, only=("steps", "seed"))
     s.add_argument("--speech-model", metavar="DIR", help="audio-to-landmark checkpoint (default: the shipped one)")
     s.add_argument("--mouth-gain", type=NON_NEGATIVE_FLOAT, default=1.0, help="scale of the mouth motion (default 1)")
@@ -418,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "save a small .safetensors avatar.")
     s.add_argument("images", nargs="+", help="images of one person (photos, paintings, drawings)")
     s.add_argument("-o", "--output", required=True, help="avatar file to write (.safetensors)")
-    s.add_argument("--checkpoint", help="meta-learned checkpoint (run folder, checkpoints folder or step folder; "
-                                        "default: the bundled model)")
+    s.add_argument("--checkpoint", help="meta-learned checkpoint (run folder, checkpoints folder or step folder), "
+                                        "or a bundled model: photo (the default), crop")
     s.add_argument("--landmarks", nargs="+", metavar="F.npy",
                    help="a (68, 2) landmarks .npy per image, '-' to detect that one (for faces the detector misses)")
     s.add_argument("--largest", action="store_true", help="with several faces in an image, take the largest")
@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "audio, frame count and frame rate.")
     s.add_argument("portrait", help="photo (or painting) of the person to animate")
     _add_drive_args(s)
-    s.add_argument("--checkpoint", help="meta-learned checkpoint (default: the bundled model)")
+    s.add_argument("--checkpoint", help="meta-learned checkpoint, or a bundled model: photo (the default), crop")
     _add_finetune_args(s, only=("steps", "seed"))
     s.add_argument("--landmarks", metavar="F.npy", help="the portrait's (68, 2) landmarks, if detection fails")
     s.add_argument("--largest", action="store_true", help="with several faces in the portrait, take the largest")
@@ -519,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lipsync", help="re-voice a video: its face says new speech",
                        description="Mouth and jaw from the new speech (--audio or --text), everything else from the "
                                    "video's own landmarks; a model personalised on frames of the video renders each "
-                                   "frame, pasted back. The video plays forward and backward to the speech's length.")
+                                   "frame: the default photo renderer warps the frame itself and paints the mouth, "
+                                   "the crop model (--checkpoint crop) renders its face crop, pasted back. The video "
+                                   "plays forward and backward to the speech's length.")
     s.add_argument("video", help="video of one talking face")
     _add_speech_args(s)
     s.add_argument("--shots", type=AT_LEAST_1, default=1, help="video frames to personalise on (default 1)")
