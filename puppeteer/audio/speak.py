@@ -417,7 +417,7 @@ def lipsync(video: str | os.PathLike, output: str | os.PathLike, *, audio: str |
     frames = _FrameSource(video, n_in, loops=n_out > n_in)
     # where the face is lost a pasted face would float where there is none: the frame stays as it is
     weight = face_weights(valid[idx], fade=max(1, round(FADE_SECONDS * fps)))
-    if getattr(avatar, "renders_photo", False):
+    if avatar.renders_photo:
         timings["landmarks"] = time.perf_counter() - t
         render_video(avatar, points, output, fps, compositor=_FrameRenderer(frames, track.points, idx, weight),
                      audio=samples, audio_rate=F.SAMPLE_RATE, crf=crf, batch_size=8, progress=progress,

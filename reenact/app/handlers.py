@@ -367,7 +367,7 @@ class Handlers:
         r = self.reenactor()
         with friendly_errors("opening the avatar"):
             avatar = r.load_avatar(av_path)
-        if paste_back and into is None and getattr(avatar, "renders_photo", False):
+        if paste_back and into is None and avatar.renders_photo:
             into = avatar.photos[0]  # a photo avatar carries its photo in the file
         if paste_back and into is None:
             recorded = Path(avatar.sources[0].name).resolve()

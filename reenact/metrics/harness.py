@@ -145,7 +145,7 @@ def make_renderer(method: str, opts: "EvalOptions") -> Renderer:
     if method == "model":
         return ModelRenderer(opts.checkpoint, opts.device, opts.ft_steps, opts.seed, opts.batch_size,
                              opts.ft_train, opts.ft_lr_psi, opts.ft_warp_trust,
-                             getattr(opts, "ft_identity", 0.0), getattr(opts, "ft_perceptual", None))
+                             opts.ft_identity, opts.ft_perceptual)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -193,8 +193,8 @@ def method_tag(method: str, k: int, opts) -> str:
         ft += ("" if opts.ft_train == "all" else opts.ft_train) \
             + ("" if opts.ft_lr_psi is None else f"lr{float(opts.ft_lr_psi):g}") \
             + (f"wt{float(opts.ft_warp_trust):g}" if opts.ft_warp_trust else "") \
-            + (f"id{float(opts.ft_identity):g}" if getattr(opts, "ft_identity", 0.0) else "") \
-            + ("" if getattr(opts, "ft_perceptual", None) is None else f"pc{float(opts.ft_perceptual):g}")
+            + (f"id{float(opts.ft_identity):g}" if opts.ft_identity else "") \
+            + ("" if opts.ft_perceptual is None else f"pc{float(opts.ft_perceptual):g}")
     # "-v2": sources given to the model as they are; caches of the earlier harness, which cropped them again,
     # must not answer for it
     return f"model-{checkpoint_tag(opts.checkpoint)}-{ft}-s{int(opts.seed)}-k{k}-v2"
