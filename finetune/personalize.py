@@ -14,6 +14,7 @@ repeatable on the same device.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -36,7 +37,10 @@ class FinetuneOptions:
     """Settings of stage 2. ``None`` learning rates take the base model's stage-1 values (paper: 5e-5 for G,
     2e-4 for D); betas likewise."""
 
-    steps: int = option(100, "fine-tuning steps, 0 for feed-forward", type=NON_NEGATIVE)
+    # None: the model's own default (``finetune_steps``: 100 for the crop model, 0 for the photo model, whose
+    # fine-tuning on warp round trips of one photo pulls G back towards the warp: docs/results.md)
+    steps: int | None = option(None, "fine-tuning steps, 0 for feed-forward (default: the model's: 0 for the photo "
+                                     "model, 100 for the crop model)", type=NON_NEGATIVE)
     lr_g: float | None = option(None, "generator learning rate (default: the model's)", type=POSITIVE_FLOAT)
     lr_d: float | None = option(None, "discriminator learning rate (default: the model's)", type=POSITIVE_FLOAT)
     batch_size: int = option(4, "augmented shots per step, drawn from the K shots in turn", type=AT_LEAST_1)
@@ -66,7 +70,7 @@ class FinetuneOptions:
     def __post_init__(self):
         if self.train not in ("all", "psi"):
             raise ValueError(f"train must be 'all' or 'psi', got {self.train!r}")
-        if int(self.steps) < 0:
+        if self.steps is not None and int(self.steps) < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -124,6 +128,8 @@ def embed(base: BaseModel, shots: list[Shot]) -> torch.Tensor:
 def personalize(base: BaseModel, shots: list[Shot], options: FinetuneOptions | None = None) -> Personalization:
     """Embed the shots and (``options.steps > 0``) fine-tune G, psi' and D on them."""
     opt = options or FinetuneOptions()
+    if opt.steps is None:
+        opt = dataclasses.replace(opt, steps=base.finetune_steps)
     t0 = time.perf_counter()
     e = embed(base, shots)
     psi0 = base.G.adain_params(e).detach()

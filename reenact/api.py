@@ -106,6 +106,11 @@ class Reenactor:
         return "photo" if isinstance(self.base, RegionModel) else "crop"
 
     @property
+    def finetune_steps(self) -> int:
+        """Fine-tuning steps ``personalize`` uses when given none (the model's default)."""
+        return int(self.base.finetune_steps)
+
+    @property
     def resolution(self) -> int:
         return self.base.resolution
 
@@ -154,7 +159,8 @@ class Reenactor:
 
         images: one or more image paths or RGB uint8 ``(H, W, 3)`` arrays of the same person (photos,
             paintings, drawings); each is cropped like the training data.
-        steps: fine-tuning steps (FT; None: ``FinetuneOptions``' default); ``0`` is the feed-forward avatar (FF:
+        steps: fine-tuning steps (FT; None: the model's ``finetune_steps``: 0 for the photo model, 100 for the crop
+            model); ``0`` is the feed-forward avatar (FF:
             ``psi = P e``, G unchanged).
         landmarks: ``None`` to detect every face, or one entry per image: ``None`` (detect) or a ``(68, 2)``
             array / ``.npy`` file in that image's pixels (for faces the detector misses).
@@ -179,6 +185,8 @@ class Reenactor:
                  "seed": None if seed is None else int(seed)}
         finetune_options.update({k: v for k, v in given.items() if v is not None})
         opts = dataclasses.replace(options or FinetuneOptions(), **finetune_options)
+        if opts.steps is None:
+            opts = dataclasses.replace(opts, steps=self.finetune_steps)
         if self.renderer != "photo" and (float(opts.identity) or opts.perceptual is not None):
             # the crop model's fine-tuning terms are its loss.content
             raise InputError("fine-tuning options", "identity and perceptual weights apply to the photo renderer "

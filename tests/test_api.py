@@ -57,6 +57,21 @@ def test_the_default_model_is_the_photo_renderer_and_the_crop_model_has_a_name()
     assert crop.renderer == "crop" and crop.resolution == 256
 
 
+def test_personalize_without_steps_takes_the_models_default(portrait):
+    """The photo model is feed-forward unless asked (fine-tuning it on one photo loses its mouth gain); the crop
+    model keeps the paper's 100 steps."""
+    from finetune.personalize import FinetuneOptions
+    from reenact import Reenactor
+
+    photo = Reenactor.load("photo", "cpu")
+    assert FinetuneOptions().steps is None
+    assert photo.finetune_steps == 0 and Reenactor.load("crop", "cpu").finetune_steps == 100
+    a = photo.personalize([portrait], progress=False)
+    assert (a.mode, a.steps) == ("FF", 0)
+    b = photo.personalize([portrait], steps=2, progress=False)
+    assert (b.mode, b.steps) == ("FT", 2)
+
+
 def test_an_avatar_of_a_bundled_model_opens_on_it_by_its_hash(portrait, tmp_path):
     """An avatar file whose recorded base folder is gone opens on the bundled model with its weights' hash (a
     crop avatar is not given to the photo default)."""

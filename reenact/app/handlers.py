@@ -324,7 +324,7 @@ class Handlers:
     def personalise(self, photos: Sequence, *, steps: int | None = None, progress: Progress = _no_progress,
                     session: str | None = None) -> Outcome:
         """Photos of one person -> an avatar file (``.safetensors``) to download (``steps`` None: the
-        ``FinetuneOptions`` default)."""
+        model's default)."""
         progress(0.0, "checking the uploads")
         photos = [p for p in (photos or []) if p is not None]
         if not photos:
@@ -332,13 +332,9 @@ class Handlers:
         if len(photos) > self.config.max_shots:
             raise UserError(f"{len(photos)} photos; this app uses up to {self.config.max_shots}")
         paths = [self._image(p, f"photo {i + 1}")[0] for i, p in enumerate(photos)]
-        if steps is None:
-            from finetune.personalize import FinetuneOptions
-
-            steps = FinetuneOptions().steps
-        steps = self._steps(steps)
         progress(0.1, "loading the model")
         r = self.reenactor()
+        steps = self._steps(r.finetune_steps if steps is None else steps)
         progress(0.2, f"personalising ({steps} fine-tuning steps)" if steps else "personalising (feed-forward)")
         with friendly_errors("personalising"):
             # paths, not pixels: the avatar records where its photos are, for pasting back later

@@ -49,8 +49,6 @@ def build(handlers: Handlers) -> "gr.Blocks":
     """The page. Handler errors become ``gr.Error`` messages (shown in the page, no traceback)."""
     import gradio as gr
 
-    from finetune.personalize import FinetuneOptions
-
     cfg = handlers.config
     steps_kw = dict(minimum=0, maximum=cfg.max_steps, step=10)
 
@@ -124,7 +122,7 @@ def build(handlers: Handlers) -> "gr.Blocks":
                 with gr.Column():
                     photos = gr.File(label="Photos of one person (1 to %d)" % cfg.max_shots, file_count="multiple",
                                      file_types=["image"], elem_id="photos")
-                    p_steps = gr.Slider(value=min(FinetuneOptions().steps, cfg.max_steps), label="Fine-tuning steps",
+                    p_steps = gr.Slider(value=min(handlers.reenactor().finetune_steps, cfg.max_steps), label="Fine-tuning steps",
                                         elem_id="p_steps", **steps_kw)
                     p_go = gr.Button("Make the avatar", variant="primary", elem_id="personalise_button")
                 with gr.Column():

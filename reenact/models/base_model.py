@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -37,6 +37,8 @@ class BaseModel:
     D_weights: dict[str, torch.Tensor]
     num_videos: int
     device: torch.device
+    #: fine-tuning steps when the user gives none (the paper's stage 2; FT100 beats FF on held-out faces)
+    finetune_steps: ClassVar[int] = 100
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "BaseModel":
