@@ -67,6 +67,10 @@ class FinetuneOptions:
                                             "the mouth crops (default: the model's loss.perceptual)",
                                       type=NON_NEGATIVE_FLOAT)
 
+    def for_model(self, base) -> "FinetuneOptions":
+        """These options with ``steps`` filled in from ``base.finetune_steps`` when not given."""
+        return self if self.steps is not None else dataclasses.replace(self, steps=int(base.finetune_steps))
+
     def __post_init__(self):
         if self.train not in ("all", "psi"):
             raise ValueError(f"train must be 'all' or 'psi', got {self.train!r}")
@@ -127,9 +131,7 @@ def embed(base: BaseModel, shots: list[Shot]) -> torch.Tensor:
 
 def personalize(base: BaseModel, shots: list[Shot], options: FinetuneOptions | None = None) -> Personalization:
     """Embed the shots and (``options.steps > 0``) fine-tune G, psi' and D on them."""
-    opt = options or FinetuneOptions()
-    if opt.steps is None:
-        opt = dataclasses.replace(opt, steps=base.finetune_steps)
+    opt = (options or FinetuneOptions()).for_model(base)
     t0 = time.perf_counter()
     e = embed(base, shots)
     psi0 = base.G.adain_params(e).detach()

@@ -184,9 +184,7 @@ class Reenactor:
         given = {"steps": None if steps is None else int(steps), "progress": progress,
                  "seed": None if seed is None else int(seed)}
         finetune_options.update({k: v for k, v in given.items() if v is not None})
-        opts = dataclasses.replace(options or FinetuneOptions(), **finetune_options)
-        if opts.steps is None:
-            opts = dataclasses.replace(opts, steps=self.finetune_steps)
+        opts = dataclasses.replace(options or FinetuneOptions(), **finetune_options).for_model(self.base)
         if self.renderer != "photo" and (float(opts.identity) or opts.perceptual is not None):
             # the crop model's fine-tuning terms are its loss.content
             raise InputError("fine-tuning options", "identity and perceptual weights apply to the photo renderer "

@@ -122,8 +122,9 @@ def build(handlers: Handlers) -> "gr.Blocks":
                 with gr.Column():
                     photos = gr.File(label="Photos of one person (1 to %d)" % cfg.max_shots, file_count="multiple",
                                      file_types=["image"], elem_id="photos")
-                    p_steps = gr.Slider(value=min(handlers.reenactor().finetune_steps, cfg.max_steps), label="Fine-tuning steps",
-                                        elem_id="p_steps", **steps_kw)
+                    # the model's own default (launch has loaded it already, to describe it)
+                    p_steps = gr.Slider(value=min(handlers.reenactor().finetune_steps, cfg.max_steps),
+                                        label="Fine-tuning steps", elem_id="p_steps", **steps_kw)
                     p_go = gr.Button("Make the avatar", variant="primary", elem_id="personalise_button")
                 with gr.Column():
                     avatar_out = gr.File(label="Avatar file (download)", interactive=False, elem_id="avatar_file")
