@@ -143,6 +143,8 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
         cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    if cfg.train.best_by not in ("interior", "score"):
+        raise ValueError(f"train.best_by must be 'interior' or 'score', got {cfg.train.best_by!r}")
     return cfg  # type: ignore[return-value]
 
 
@@ -212,6 +214,7 @@ class RegionTrainConfig:
     val_episodes: int = 256
     log_every: int = 50
     init_weights: str = ""  # a region checkpoint to start from (fresh optimisers)
+    best_by: str = "interior"  # "interior": val interior PSNR; "score": interior gain / 2 dB + mouth SSIM gain / 0.03
     shard_mb: float = 0.0  # > 0: weight files of at most this many MiB (15 to bring them back from a GPU machine)
 
 
