@@ -143,8 +143,6 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
         cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    if cfg.train.best_by not in ("interior", "score"):
-        raise ValueError(f"train.best_by must be 'interior' or 'score', got {cfg.train.best_by!r}")
     return cfg  # type: ignore[return-value]
 
 
@@ -234,4 +232,6 @@ def load_region_config(overrides: list[str] | None = None, base: Any = None) -> 
         cfg = OmegaConf.merge(cfg, OmegaConf.create(base) if isinstance(base, str) else base)
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    if cfg.train.best_by not in ("interior", "score"):
+        raise ValueError(f"train.best_by must be 'interior' or 'score', got {cfg.train.best_by!r}")
     return cfg  # type: ignore[return-value]

@@ -187,3 +187,11 @@ def test_pipelines_render_photo_avatars_at_the_photos_resolution(region_checkpoi
     assert sum(calls) == 6
     frames = list(io.read_frames(res.output))
     assert len(frames) == 6 and frames[0].shape == img.shape
+
+
+def test_region_config_refuses_an_unknown_best_by():
+    from reenact.config import load_region_config
+
+    assert load_region_config(["train.best_by=score"]).train.best_by == "score"
+    with pytest.raises(ValueError, match="best_by"):
+        load_region_config(["train.best_by=psnr"])
