@@ -46,6 +46,11 @@ RIGID = (0, 1, 2, 14, 15, 16, 27, 28, 29, 30, 31, 35, 36, 39, 42, 45)
 ANCHORS_PER_SIDE = 4
 #: Grid step (pixels) of the coarse map.
 STEP = 4
+#: Where the warp replaces the photo (``PhotoWarp.warp(face_only=True)``): "target", the soft face mask of the
+#: target's landmarks; "union", that mask and the photo's own face mask together, so that where the head moves
+#: away the photo's face outline is warped too (with the target mask alone it stays: a doubled jaw and ear on
+#: large head moves, seen in the README's grid of hard frames).
+FACE_MASK = "union"
 
 
 def _ring(lo: np.ndarray, hi: np.ndarray, per_side: int = ANCHORS_PER_SIDE) -> np.ndarray:
@@ -75,12 +80,15 @@ class PhotoWarp:
     ``(OUTER_SCALE - INNER_SCALE) / 2`` face extents, so the rings never cross however far the head moves.
     """
 
-    def __init__(self, points: np.ndarray, follow_head: bool = True):
+    def __init__(self, points: np.ndarray, follow_head: bool = True, mask: str = FACE_MASK):
+        if mask not in ("union", "target"):
+            raise ValueError(f"unknown face mask {mask!r} (known: union, target)")
         pts = np.asarray(points, np.float32)
         if pts.shape != (68, 2) or not np.isfinite(pts).all():
             raise ValueError(f"expected finite (68, 2) landmarks, got {pts.shape}")
         self.points = pts
         self.follow_head = follow_head
+        self.mask = mask
         self.inner = face_anchors(pts, INNER_SCALE)
         self.margin = (OUTER_SCALE - INNER_SCALE) / 2 * float(box_from_points(pts, CropParams(scale=1.0))[2])
         self._last: tuple[bytes, tuple] | None = None
@@ -176,8 +184,10 @@ class PhotoWarp:
             # the mask is soft (feathered over ~8% of the face): made at 1/4 size and upsampled, 10x cheaper
             q = 4
             h, w = y1 - y0, x1 - x0
-            small = face_mask((np.asarray(dst_points, np.float32) - np.float32([x0, y0]) + 0.5) / q - 0.5,
-                              (-(-h // q), -(-w // q)))
+            shape4 = (-(-h // q), -(-w // q))
+            small = face_mask((np.asarray(dst_points, np.float32) - np.float32([x0, y0]) + 0.5) / q - 0.5, shape4)
+            if self.mask == "union":
+                small = np.maximum(small, face_mask((self.points - np.float32([x0, y0]) + 0.5) / q - 0.5, shape4))
             ys, xs = np.nonzero(small > 1.0 / 512)
             if not len(ys):
                 return out

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from reenact.crop import CropParams, box_from_points
 from reenact.landmarks.parts import PARTS
-from reenact.photowarp import ANCHORS_PER_SIDE, INNER_SCALE, OUTER_SCALE, RIGID, STEP, _ring, face_anchors
+from reenact.photowarp import ANCHORS_PER_SIDE, FACE_MASK, INNER_SCALE, OUTER_SCALE, RIGID, STEP, _ring, face_anchors
 from reenact.regions import EYE_CORNERS, RegionSpec
 from reenact.warp import triangulate
 
@@ -385,10 +385,14 @@ class TorchPhotoWarp:
     """
 
     def __init__(self, photo, points: np.ndarray, device=None, follow_head: bool = True,
-                 tris: np.ndarray | None = None, max_elems: int = 1 << 27, topology: str = "photo"):
+                 tris: np.ndarray | None = None, max_elems: int = 1 << 27, topology: str = "photo",
+                 mask: str = FACE_MASK):
         pts = np.asarray(points, np.float32)
         if pts.shape != (68, 2) or not np.isfinite(pts).all():
             raise ValueError(f"expected finite (68, 2) landmarks, got {pts.shape}")
+        if mask not in ("union", "target"):
+            raise ValueError(f"unknown face mask {mask!r} (known: union, target)")
+        self.mask = mask
         if isinstance(photo, np.ndarray):
             device = torch.device(device or "cpu")
             photo = torch.from_numpy(np.ascontiguousarray(photo)).to(device).permute(2, 0, 1)[None].float()
@@ -416,6 +420,13 @@ class TorchPhotoWarp:
         self.rigid = torch.as_tensor(np.asarray(RIGID, np.int64), device=device)
         self.rigid_points = self.points.index_select(0, self.rigid)
         self.photo_flat = self.photo.reshape(1, self.photo.shape[1], -1)
+        # mask "union": the photo's own face mask at 1/4 size and its footprint, once (see FACE_MASK)
+        self._own_small = self._own_box = None
+        if mask == "union":
+            q = 4
+            own = (self.points[None].float() + 0.5) / q - 0.5
+            self._own_small = face_mask_t(own, (-(-self.H // q), -(-self.W // q)))  # (1, h4, w4)
+            self._own_box = face_footprint_t(own, (-(-self.H // q), -(-self.W // q)))
 
     # -- control points and per-triangle maps
 
@@ -545,11 +556,17 @@ class TorchPhotoWarp:
 
     # -- images
 
+    def _small_mask(self, dst: torch.Tensor) -> torch.Tensor:
+        """``(B, h4, w4)``: the blend's mask at 1/4 size (the targets' face masks, with the photo's own for
+        ``mask="union"``)."""
+        q = 4
+        small = face_mask_t((dst.float() + 0.5) / q - 0.5, (-(-self.H // q), -(-self.W // q)))
+        return small if self._own_small is None else torch.maximum(small, self._own_small)
+
     def face_alpha(self, dst: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)``: the soft face mask of the targets, made at 1/4 size and upsampled (as numpy)."""
         q = 4
-        h4, w4 = -(-self.H // q), -(-self.W // q)
-        small = face_mask_t((dst.float() + 0.5) / q - 0.5, (h4, w4))
+        small = self._small_mask(dst)
         big = F.interpolate(small[:, None], scale_factor=q, mode="bilinear", align_corners=False)
         return big[:, :, :self.H, :self.W]
 
@@ -625,6 +642,8 @@ class TorchPhotoWarp:
         is below :data:`FOOTPRINT_ALPHA`, so :meth:`blend_face` returns the photo's own pixels there."""
         q = 4
         clo, chi = face_footprint_t((dst.float() + 0.5) / q - 0.5, (-(-self.H // q), -(-self.W // q)))
+        if self._own_box is not None:
+            clo, chi = torch.minimum(clo, self._own_box[0]), torch.maximum(chi, self._own_box[1])
         return q * (clo - 1), q * (chi + 2)  # pixel x reads cells floor(x / 4 - 3 / 8) and the next one
 
     def face_alpha_roi(self, dst: torch.Tensor, off: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -632,7 +651,7 @@ class TorchPhotoWarp:
         before, read bilinearly at the box's pixels (``cv2.resize``'s half-pixel centres, edges clamped)."""
         q = 4
         h4, w4 = -(-self.H // q), -(-self.W // q)
-        small = face_mask_t((dst.float() + 0.5) / q - 0.5, (h4, w4))  # (B, h4, w4)
+        small = self._small_mask(dst)  # (B, h4, w4)
         u = (pixel_grid(h, w, self.device).view(1, h, w, 2) + off.float() + 0.5) / q - 0.5
         u = torch.stack([u[..., 0] * (2.0 / max(w4 - 1, 1)) - 1, u[..., 1] * (2.0 / max(h4 - 1, 1)) - 1], -1)
         return F.grid_sample(small[:, None], u.expand(dst.shape[0], -1, -1, -1), mode="bilinear",
